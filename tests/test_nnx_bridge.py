@@ -1,0 +1,95 @@
+"""from_nnx adapts NNX models; a linen model works through the core API too."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import coherence_jax as cj
+from tests import helpers
+
+
+def test_cnn_has_the_documented_parameter_count():
+  _, params = cj.from_nnx(cj.models.CNN(rngs=nnx.Rngs(0)),
+                          cj.models.cross_entropy_loss)
+  assert sum(x.size for x in jax.tree.leaves(params)) == 421_642
+
+
+def test_params_are_a_plain_dict_with_readable_paths():
+  _, params = helpers.tiny_mlp()
+  assert set(params['layers'][0]) == {'kernel', 'bias'}
+  assert isinstance(params['layers'][0]['kernel'], jax.Array)
+
+
+class NormNet(nnx.Module):
+
+  def __init__(self, rngs):
+    self.dense = nnx.Linear(4, 6, rngs=rngs)
+    self.norm = nnx.BatchNorm(6, rngs=rngs)
+    self.drop = nnx.Dropout(0.5, rngs=rngs)
+    self.out = nnx.Linear(6, 2, rngs=rngs)
+
+  def __call__(self, x):
+    return self.out(self.drop(self.norm(self.dense(x))))
+
+
+def norm_loss(model, batch):
+  return jnp.sum(model(batch['x']) ** 2, axis=-1)
+
+
+def test_inference_mode_makes_examples_independent():
+  model = NormNet(nnx.Rngs(0))
+  loss_fn, params = cj.from_nnx(model, norm_loss)
+  x = jax.random.normal(jax.random.key(0), (6, 4))
+  whole = loss_fn(params, {'x': x})
+  singles = jnp.stack([loss_fn(params, {'x': x[i:i + 1]})[0] for i in range(6)])
+  np.testing.assert_allclose(whole, singles, rtol=1e-6)  # no batch coupling
+  np.testing.assert_allclose(whole, loss_fn(params, {'x': x}), rtol=0)  # no dropout
+  assert not model.norm.use_running_average  # the caller's model is untouched
+
+
+def test_model_rebuilt_with_new_params_uses_them():
+  loss_fn, params = helpers.tiny_mlp()
+  zeroed = jax.tree.map(jnp.zeros_like, params)
+  logits = loss_fn.model(zeroed)(jnp.ones((2, 12)))
+  np.testing.assert_allclose(logits, 0.0)
+
+
+def test_loss_fn_is_a_valid_static_jit_argument():
+  loss_fn, params = helpers.tiny_mlp()
+  batch = helpers.tiny_batch(4)
+  first = cj.per_example_grads(loss_fn, params, batch)
+  again = cj.per_example_grads(loss_fn, params, batch)
+  jax.tree.map(np.testing.assert_array_equal, first, again)
+
+
+def test_bad_model_is_rejected():
+  with pytest.raises(ValueError, match='model: expected a flax.nnx.Module'):
+    cj.from_nnx(lambda x: x, norm_loss)
+
+
+class LinenMLP(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(3)(nn.relu(nn.Dense(8)(x)))
+
+
+def test_linen_model_works_through_the_core_api():
+  model = LinenMLP()
+  batch = helpers.tiny_batch(10)
+  params = model.init(jax.random.key(0), batch['image'])['params']
+
+  def loss_fn(p, b):
+    logits = model.apply({'params': p}, b['image'])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, b['label'])
+
+  grads = cj.per_example_grads(loss_fn, params, batch, microbatch_size=3)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-6),
+               grads, helpers.loop_grads(loss_fn, params, batch))
+  report = cj.coherence_stats(loss_fn, params, batch).report()
+  assert set(report['modules']) == {'Dense_0', 'Dense_1'}

@@ -1,0 +1,94 @@
+"""per_example_grads / per_group_grads against a Python loop of jax.grad."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import coherence_jax as cj
+from tests import helpers
+
+RTOL, ATOL = 1e-5, 1e-6  # float32, identical math in a different order
+
+
+def assert_trees_close(a, b, rtol=RTOL, atol=ATOL):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol,
+                                                       atol=atol), a, b)
+
+
+def test_matches_python_loop_of_grad():
+  loss_fn, params = helpers.tiny_mlp()
+  batch = helpers.tiny_batch(7)
+  assert_trees_close(cj.per_example_grads(loss_fn, params, batch),
+                     helpers.loop_grads(loss_fn, params, batch))
+
+
+@pytest.mark.parametrize('microbatch_size', [1, 2, 3, 7, 10])
+def test_microbatched_equals_unbatched(microbatch_size):
+  loss_fn, params = helpers.tiny_mlp()
+  batch = helpers.tiny_batch(7)  # 3 and 2 do not divide 7
+  full = cj.per_example_grads(loss_fn, params, batch)
+  chunked = cj.per_example_grads(loss_fn, params, batch,
+                                 microbatch_size=microbatch_size)
+  assert jax.tree.leaves(chunked)[0].shape[0] == 7
+  assert_trees_close(chunked, full)
+
+
+def test_closed_form_linear_regression():
+  # ℓ_i = (x_i·w − y_i)², ∇ℓ_i = 2 (x_i·w − y_i) x_i.
+  x = jax.random.normal(jax.random.key(0), (9, 4))
+  y = jax.random.normal(jax.random.key(1), (9,))
+  w = jnp.arange(4.0)
+  loss_fn = lambda w, b: (b['x'] @ w - b['y']) ** 2
+  got = cj.per_example_grads(loss_fn, w, {'x': x, 'y': y}, microbatch_size=4)
+  np.testing.assert_allclose(got, 2 * (x @ w - y)[:, None] * x, rtol=RTOL,
+                             atol=ATOL)
+
+
+def test_per_group_grads_is_mean_of_group_members():
+  loss_fn, params = helpers.tiny_mlp()
+  batch = helpers.tiny_batch(12)
+  groups = cj.per_group_grads(loss_fn, params, batch, 3)
+  per_example = helpers.loop_grads(loss_fn, params, batch)
+  expected = jax.tree.map(lambda g: g.reshape((3, 4) + g.shape[1:]).mean(1),
+                          per_example)
+  assert_trees_close(groups, expected)
+
+
+def test_one_group_is_the_batch_gradient():
+  loss_fn, params = helpers.tiny_mlp()
+  batch = helpers.tiny_batch(6)
+  groups = cj.per_group_grads(loss_fn, params, batch, 1)
+  batch_grad = jax.grad(lambda p: jnp.mean(loss_fn(p, batch)))(params)
+  assert_trees_close(jax.tree.map(lambda g: g[0], groups), batch_grad)
+
+
+def test_scalar_loss_is_rejected():
+  _, params = helpers.tiny_mlp()
+  loss_fn, _ = helpers.tiny_mlp()
+  scalar_loss = lambda p, b: jnp.mean(loss_fn(p, b))
+  with pytest.raises(ValueError, match=r'loss_fn: must return per-example'):
+    cj.per_example_grads(scalar_loss, params, helpers.tiny_batch(4))
+
+
+def test_mismatched_leading_sizes_are_rejected():
+  loss_fn, params = helpers.tiny_mlp()
+  batch = helpers.tiny_batch(4)
+  batch['label'] = batch['label'][:3]
+  with pytest.raises(ValueError, match=r'batch: leaves have different leading'):
+    cj.per_example_grads(loss_fn, params, batch)
+
+
+@pytest.mark.parametrize('bad', [0, -2, 1.5])
+def test_bad_microbatch_size_is_rejected(bad):
+  loss_fn, params = helpers.tiny_mlp()
+  with pytest.raises(ValueError, match=r'microbatch_size: .*positive int'):
+    cj.per_example_grads(loss_fn, params, helpers.tiny_batch(4),
+                         microbatch_size=bad)
+
+
+@pytest.mark.parametrize('bad', [0, 5, -1])
+def test_num_groups_must_divide_batch(bad):
+  loss_fn, params = helpers.tiny_mlp()
+  with pytest.raises(ValueError, match=r'num_groups: .*divides the batch'):
+    cj.per_group_grads(loss_fn, params, helpers.tiny_batch(12), bad)

@@ -1,0 +1,1 @@
+"""absl-flag experiments reproducing the Coherent Gradients papers."""

@@ -1,0 +1,86 @@
+"""Timing and memory helpers shared by the benchmark scripts.
+
+Time: median and spread of repeated, blocked calls after a warm-up (compile).
+Memory: XLA's compiled memory analysis (temp + output bytes), and the peak RSS
+of a fresh process that runs one case (`peak_rss_of`).
+"""
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Sequence
+
+import jax
+
+
+def time_call(fn: Callable[[], Any], reps: int = 10,
+              warmup: int = 2) -> Dict[str, float]:
+  """Median / min / max wall time in ms of `fn()` with results blocked on."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(reps):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append((time.perf_counter() - start) * 1e3)
+  return {'median_ms': statistics.median(times), 'min_ms': min(times),
+          'max_ms': max(times)}
+
+
+def time_interleaved(fns: Dict[str, Callable[[], Any]], reps: int = 10,
+                     warmup: int = 2) -> Dict[str, Dict[str, float]]:
+  """Times several functions round-robin so that load changes hit all alike."""
+  for fn in fns.values():
+    for _ in range(warmup):
+      jax.block_until_ready(fn())
+  times: Dict[str, List[float]] = {name: [] for name in fns}
+  for _ in range(reps):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[name].append((time.perf_counter() - start) * 1e3)
+  return {name: {'median_ms': statistics.median(t), 'min_ms': min(t),
+                 'max_ms': max(t)} for name, t in times.items()}
+
+
+def compiled_bytes(jitted: Callable, *args, **kwargs) -> int:
+  """Temp + output bytes XLA allocates for one call (arguments excluded)."""
+  analysis = jitted.lower(*args, **kwargs).compile().memory_analysis()
+  if analysis is None:
+    return -1
+  return int(analysis.temp_size_in_bytes + analysis.output_size_in_bytes)
+
+
+def max_rss_mib() -> float:
+  """Peak RSS of this process in MiB.
+
+  /proc/self/status VmHWM is per address space, so it restarts at exec; the
+  getrusage maximum is inherited across fork+exec from a large parent.
+  """
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 1024.0
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_rss_of(script: str, args: Sequence[str]) -> float:
+  """Peak RSS (MiB) of `python script args...`, which prints a JSON line last."""
+  out = subprocess.run([sys.executable, script, *args], check=True,
+                       capture_output=True, text=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])['peak_rss_mib']
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  def cell(value):
+    return f'{value:.3g}' if isinstance(value, float) else str(value)
+  lines = ['| ' + ' | '.join(header) + ' |',
+           '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in rows]
+  return '\n'.join(lines)

@@ -16,9 +16,9 @@ from flax import nnx
 
 import coherence_jax as cj
 from coherence_jax import data as cj_data
-from experiments import checkpointing
 from experiments import jsonl
 from experiments import schedule
+from experiments import training_loop
 
 LABEL_MODES = ('real', 'random')
 NUM_CLASSES = 10
@@ -66,7 +66,6 @@ def measurement_row(step: int, steps_per_epoch: int,
                     stats: cj.CoherenceStats) -> Dict[str, Any]:
   report = stats.report()
   return {
-      'step': step,
       'epoch': step / steps_per_epoch,
       'm_coherence': report['m_coherence'],
       'alpha': report['alpha'],
@@ -109,7 +108,6 @@ def run_label_mode(config: ml_collections.ConfigDict, workdir: str, mode: str,
   """
   run_dir = os.path.join(workdir, mode)
   summary_path = os.path.join(run_dir, 'summary.json')
-  metrics_path = os.path.join(run_dir, 'metrics.jsonl')
   if os.path.exists(summary_path):
     return jsonl.read_json(summary_path)
   os.makedirs(run_dir, exist_ok=True)
@@ -121,55 +119,52 @@ def run_label_mode(config: ml_collections.ConfigDict, workdir: str, mode: str,
   model = cj.models.MLP(list(config.model.widths), rngs=nnx.Rngs(config.seed))
   loss_fn, params = cj.from_nnx(model, cj.models.cross_entropy_loss)
   optimizer = optax.sgd(config.train.learning_rate)
-  state = {'params': params, 'opt_state': optimizer.init(params)}
-  mgr = checkpointing.manager(os.path.join(run_dir, 'checkpoints'))
-  start, state = checkpointing.restore_latest(mgr, state)
-  start = start or 0
-  rows = jsonl.truncate_after(metrics_path, start - 1)
-
   size, batch_size = train['image'].shape[0], config.train.batch_size
   if batch_size <= 0 or batch_size > size:
     raise ValueError(f'config.train.batch_size: got {batch_size}; pass 1..{size}.')
   steps_per_epoch = size // batch_size
   total = steps_per_epoch * config.train.epochs
   dense_until = steps_per_epoch * config.measure.dense_epochs
-  to_measure = set(schedule.measurement_steps(total, dense_until,
-                                              config.measure.growth))
-  ckpt_every = steps_per_epoch * config.train.checkpoint_every_epochs
 
   images, train_labels = jnp.asarray(train['image']), jnp.asarray(labels)
   sample = {'image': images[:config.measure.sample_size],
             'label': train_labels[:config.measure.sample_size]}
   test_images, test_labels = jnp.asarray(test['image']), jnp.asarray(test['label'])
-  train_step = train_step_fn(loss_fn, optimizer)
+  sgd_step = train_step_fn(loss_fn, optimizer)
   accuracy = accuracy_fn(loss_fn)
-  params, opt_state = state['params'], state['opt_state']
-  started = time.time()
-  for step in range(start, total + 1):
-    if on_step is not None:
-      on_step(step)
-    if step in to_measure:
-      stats = cj.coherence_stats(loss_fn, params, sample,
-                                 microbatch_size=config.measure.microbatch_size,
-                                 method=config.measure.method)
-      row = measurement_row(step, steps_per_epoch, stats)
-      row['train_accuracy'] = float(accuracy(params, images, train_labels))
-      row['test_accuracy'] = float(accuracy(params, test_images, test_labels))
-      jsonl.append_row(metrics_path, row)
-      rows.append(row)
-      if step % steps_per_epoch == 0:
-        print(f'[{mode}] epoch {step // steps_per_epoch:3d} step {step:5d} '
-              f'm-coherence {row["m_coherence"]:7.2f} '
-              f'train {row["train_accuracy"]:.3f} test {row["test_accuracy"]:.3f} '
-              f'({time.time() - started:.0f}s)', flush=True)
-    if step > start and step % ckpt_every == 0:
-      checkpointing.save(mgr, step, {'params': params, 'opt_state': opt_state})
-    if step == total:
-      break
+
+  def train_step(state, step):
     order = epoch_order(config.seed, step // steps_per_epoch, size)
     idx = order[(step % steps_per_epoch) * batch_size:][:batch_size]
     batch = {'image': images[idx], 'label': train_labels[idx]}
-    params, opt_state = train_step(params, opt_state, batch)
+    params, opt_state = sgd_step(state['params'], state['opt_state'], batch)
+    return {'params': params, 'opt_state': opt_state}
+
+  def measure(state, step):
+    params = state['params']
+    stats = cj.coherence_stats(loss_fn, params, sample,
+                               microbatch_size=config.measure.microbatch_size,
+                               method=config.measure.method)
+    row = measurement_row(step, steps_per_epoch, stats)
+    row['train_accuracy'] = float(accuracy(params, images, train_labels))
+    row['test_accuracy'] = float(accuracy(params, test_images, test_labels))
+    return row
+
+  def log(row):
+    if row['step'] % steps_per_epoch == 0:
+      print(f'[{mode}] epoch {row["epoch"]:5.1f} step {row["step"]:5d} '
+            f'm-coherence {row["m_coherence"]:7.2f} '
+            f'train {row["train_accuracy"]:.3f} test {row["test_accuracy"]:.3f} '
+            f'({row["seconds"]:.0f}s)', flush=True)
+
+  started = time.time()
+  rows = training_loop.run(
+      run_dir, state={'params': params, 'opt_state': optimizer.init(params)},
+      total_steps=total, train_step=train_step, measure=measure,
+      measure_steps=set(schedule.measurement_steps(
+          total, dense_until, config.measure.growth)),
+      checkpoint_every=steps_per_epoch * config.train.checkpoint_every_epochs,
+      on_step=on_step, log=log)
 
   summary = summarize(rows, dense_until)
   summary['seconds'] = time.time() - started

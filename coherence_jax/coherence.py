@@ -17,7 +17,7 @@ from coherence_jax import batching
 from coherence_jax import reductions
 
 PyTree = Any
-METHODS = ('vmap',)  # ghost.py extends this with 'ghost' and 'auto'.
+METHODS = ('vmap', 'ghost', 'auto')  # 'ghost'/'auto': see ghost.py.
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -194,7 +194,7 @@ def stats_unjitted(loss_fn, params, batch, microbatch_size=None,
 def coherence_stats(loss_fn, params, batch, *,
                     microbatch_size: Optional[int] = None,
                     axis_name: Optional[str] = None,
-                    method: str = 'vmap') -> CoherenceStats:
+                    method: str = 'auto') -> CoherenceStats:
   """Coherence statistics (S, Q per leaf, m) of the per-example gradients.
 
   Streams the batch `microbatch_size` examples at a time: at most one
@@ -210,4 +210,8 @@ def coherence_stats(loss_fn, params, batch, *,
   """
   if method not in METHODS:
     raise ValueError(f'method: got {method!r}; pass one of {METHODS}.')
+  if method != 'vmap':
+    from coherence_jax import ghost  # pylint: disable=g-import-not-at-top
+    return ghost.stats_unjitted(loss_fn, params, batch, microbatch_size,
+                                axis_name, method)
   return stats_unjitted(loss_fn, params, batch, microbatch_size, axis_name)

@@ -40,3 +40,27 @@ def plot_real_vs_random(runs: Dict[str, List[Dict[str, Any]]], path: str,
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def plot_noisy_labels(runs: Dict[str, List[Dict[str, Any]]], path: str) -> None:
+  """Pristine, corrupt (memorization) and test accuracy per aggregator."""
+  panels = (('pristine_accuracy', 'pristine train accuracy'),
+            ('corrupt_accuracy', 'corrupt train accuracy (noisy labels)'),
+            ('test_accuracy', 'test accuracy'))
+  fig, axes = plt.subplots(1, 3, figsize=(17, 4.8), sharex=True)
+  cmap = plt.get_cmap('tab10')
+  for i, (spec, rows) in enumerate(runs.items()):
+    steps = [r['step'] for r in rows]
+    for ax, (key, _) in zip(axes, panels):
+      ax.plot(steps, [r[key] for r in rows], '-', color=cmap(i % 10),
+              label=spec, lw=1.6 if spec == 'mean' else 1.1)
+  for ax, (_, title) in zip(axes, panels):
+    ax.set_title(title)
+    ax.set_xlabel('step')
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, alpha=0.3)
+  axes[1].legend(fontsize=8, ncol=2)
+  fig.suptitle('Noisy labels (50 %): memorization under robust aggregation')
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

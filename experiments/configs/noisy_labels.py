@@ -1,0 +1,30 @@
+r"""Memorization of noisy labels under robust aggregation (ICLR 2020, 2003.07422).
+
+Run:
+  python -m experiments.noisy_labels \
+      --config=experiments/configs/noisy_labels.py --workdir=/tmp/noisy \
+      [--aggregators=mean,winsorized:4,rm3]
+Aggregators: mean, winsorized:C, trimmed:C, median_of_means:K, rm3, ra3, m3.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.data = ml_collections.ConfigDict(dict(name='mnist5k', split_seed=0))
+  # The reference rule: pick each example with probability p, permute the
+  # labels of the picked set ('corrupt' = label actually changed, ≈ 0.9 p).
+  config.noise = ml_collections.ConfigDict(dict(p=0.5, seed=1))
+  config.model = ml_collections.ConfigDict(dict(widths=(784, 256, 256, 256, 10)))
+  config.train = ml_collections.ConfigDict(dict(
+      learning_rate=0.1, batch_size=100, epochs=75, checkpoint_every_epochs=5))
+  config.aggregators = ('mean', 'winsorized:1', 'winsorized:2', 'winsorized:4',
+                        'winsorized:8', 'trimmed:4', 'median_of_means:5',
+                        'rm3', 'ra3', 'm3')
+  config.measure = ml_collections.ConfigDict(dict(
+      every_steps=100,
+      coherence_sample_size=500,  # fixed pristine and corrupt samples, each
+  ))
+  return config

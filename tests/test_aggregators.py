@@ -1,0 +1,276 @@
+"""Tests for coherence_jax.aggregators against numpy order statistics.
+
+float32 tolerances: RTOL = 1e-5, ATOL = 1e-6 against float64 numpy references.
+"""
+
+import numpy as np
+import optax
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+from coherence_jax import aggregators
+from coherence_jax import order_stats
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def np_winsorized(x, c):
+  s = np.sort(np.asarray(x, np.float64), axis=0)
+  n = s.shape[0]
+  return np.clip(s, s[c], s[n - c - 1]).mean(0)
+
+
+def np_trimmed(x, c):
+  s = np.sort(np.asarray(x, np.float64), axis=0)
+  return s[c:s.shape[0] - c].mean(0)
+
+
+def np_mom(x, k):
+  x = np.asarray(x, np.float64)
+  means = x.reshape((k, -1) + x.shape[1:]).mean(1)
+  return np.median(means, axis=0)
+
+
+def make_tree(b, seed=0, outliers=True):
+  rng = np.random.default_rng(seed)
+  tree = {'w': rng.normal(size=(b, 5, 3)).astype(np.float32),
+          'b': rng.normal(size=(b, 4)).astype(np.float32)}
+  if outliers:
+    tree['w'][0, 0, 0] = 1e6
+    tree['w'][min(1, b - 1), 1, 1] = -3e5
+    tree['b'][b - 1, 2] = 50.0
+  return tree
+
+
+def params_of(tree):
+  return jax.tree.map(lambda x: jnp.zeros(x.shape[1:]), tree)
+
+
+def apply(tx, tree):
+  params = params_of(tree)
+  out, _ = jax.jit(tx.update)(tree, tx.init(params), params)
+  return out
+
+
+@pytest.mark.parametrize('b,c', [(5, 0), (5, 2), (10, 1), (16, 3), (9, 4)])
+def test_winsorized_and_trimmed_match_numpy(b, c):
+  tree = make_tree(b, seed=b + c)
+  w = apply(aggregators.winsorized_mean(c), tree)
+  t = apply(aggregators.trimmed_mean(c), tree)
+  for k in tree:
+    np.testing.assert_allclose(w[k], np_winsorized(tree[k], c), RTOL, ATOL)
+    np.testing.assert_allclose(t[k], np_trimmed(tree[k], c), RTOL, ATOL)
+
+
+def test_sort_fallback_matches_numpy():
+  x = make_tree(25, seed=3)['w']
+  c = order_stats.MAX_NETWORK_C + 2
+  np.testing.assert_allclose(order_stats.winsorized_mean(jnp.asarray(x), c),
+                             np_winsorized(x, c), RTOL, ATOL)
+  np.testing.assert_allclose(order_stats.trimmed_mean(jnp.asarray(x), c),
+                             np_trimmed(x, c), RTOL, ATOL)
+
+
+@pytest.mark.parametrize('b,k', [(6, 1), (6, 2), (6, 3), (12, 4), (10, 5),
+                                 (20, 20)])
+def test_median_of_means_matches_numpy(b, k):
+  tree = make_tree(b, seed=k)
+  out = apply(aggregators.median_of_means(k), tree)
+  for key in tree:
+    np.testing.assert_allclose(out[key], np_mom(tree[key], k), RTOL, ATOL)
+
+
+@pytest.mark.parametrize('n', [1, 2, 3, 4, 7, 20])
+def test_coordinate_median_matches_numpy(n):
+  tree = make_tree(n, seed=n, outliers=n > 2)
+  out = apply(aggregators.coordinate_median(), tree)
+  for key in tree:
+    np.testing.assert_allclose(out[key], np.median(tree[key], 0), RTOL, ATOL)
+
+
+def test_c0_and_one_group_are_the_mean():
+  tree = make_tree(8, outliers=False)
+  for tx in (aggregators.winsorized_mean(0), aggregators.trimmed_mean(0),
+             aggregators.median_of_means(1)):
+    out = apply(tx, tree)
+    for k in tree:
+      np.testing.assert_allclose(out[k], tree[k].astype(np.float64).mean(0),
+                                 RTOL, ATOL)
+
+
+def test_permutation_invariance():
+  tree = make_tree(11, seed=7)
+  perm = np.random.default_rng(0).permutation(11)
+  shuffled = jax.tree.map(lambda x: x[perm], tree)
+  for tx in (aggregators.winsorized_mean(3), aggregators.trimmed_mean(2),
+             aggregators.coordinate_median()):
+    a, b = apply(tx, tree), apply(tx, shuffled)
+    for k in tree:
+      np.testing.assert_allclose(a[k], b[k], RTOL, ATOL)
+
+
+def test_outlier_moves_mean_not_winsorized():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(20, 6)).astype(np.float32)
+  y = x.copy()
+  y[3, 2] = 1e6
+  tree_x, tree_y = {'g': x}, {'g': y}
+  mean_x, mean_y = x.mean(0), y.mean(0)
+  assert abs(mean_y[2] - mean_x[2]) > 1e4
+  w = aggregators.winsorized_mean(1)
+  wx, wy = apply(w, tree_x)['g'], apply(w, tree_y)['g']
+  # One example moves each order statistic by at most one rank, so the change
+  # is bounded by the spread of the clean values divided by B.
+  bound = (x[:, 2].max() - x[:, 2].min()) * 2 / 20
+  assert abs(wy[2] - wx[2]) <= bound
+  np.testing.assert_allclose(np.delete(wy, 2), np.delete(wx, 2), RTOL, ATOL)
+
+
+def test_chain_with_momentum_under_jit_and_weight_decay_commutes():
+  tree = make_tree(9, seed=2)
+  params = jax.tree.map(lambda x: jnp.ones(x.shape[1:]), tree)
+  wd = 0.1
+  tx = optax.chain(aggregators.winsorized_mean(2),
+                   optax.add_decayed_weights(wd),
+                   optax.sgd(0.1, momentum=0.9))
+  state = tx.init(params)
+  step = jax.jit(tx.update)
+  for _ in range(2):
+    updates, state = step(tree, state, params)
+  # Reference: decay added to every example before the winsorized mean.
+  ref_tx = optax.sgd(0.1, momentum=0.9)
+  ref_state = ref_tx.init(params)
+  for _ in range(2):
+    g = {k: np_winsorized(tree[k] + wd * np.asarray(params[k])[None], 2)
+         for k in tree}
+    ref, ref_state = ref_tx.update(g, ref_state)
+  for k in tree:
+    np.testing.assert_allclose(updates[k], ref[k], RTOL, ATOL)
+
+
+def test_state_roundtrips_through_orbax(tmp_path):
+  ocp = pytest.importorskip('orbax.checkpoint')
+  params = {'w': jnp.ones((3, 2))}
+  tx = optax.chain(aggregators.rolling_median(3), optax.sgd(0.1, momentum=0.9))
+  state = tx.init(params)
+  for i in range(2):
+    _, state = tx.update({'w': jnp.full((3, 2), float(i))}, state, params)
+  ckpt = ocp.StandardCheckpointer()
+  ckpt.save(tmp_path / 'state', state)
+  ckpt.wait_until_finished()
+  restored = ckpt.restore(tmp_path / 'state', state)
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- over steps
+
+
+def run_steps(tx, grads, params):
+  state = tx.init(params)
+  step = jax.jit(tx.update)
+  outs = []
+  for g in grads:
+    u, state = step(g, state, params)
+    outs.append(np.asarray(u))
+  return outs
+
+
+def step_grads(n=7, seed=0):
+  rng = np.random.default_rng(seed)
+  return [rng.normal(size=(4,)).astype(np.float32) for _ in range(n)]
+
+
+@pytest.mark.parametrize('window', [3, 4])
+def test_rolling_median_and_mean_match_reference(window):
+  grads = step_grads()
+  params = jnp.full((4,), 123.0)  # init's argument must not seed the buffer
+  med = run_steps(aggregators.rolling_median(window), grads, params)
+  avg = run_steps(aggregators.rolling_mean(window), grads, params)
+  buf = [grads[0]] * window
+  for t, g in enumerate(grads):
+    if t > 0:
+      buf = buf[1:] + [g]
+    stacked = np.stack(buf).astype(np.float64)
+    np.testing.assert_allclose(med[t], np.median(stacked, 0), RTOL, ATOL)
+    np.testing.assert_allclose(avg[t], stacked.mean(0), RTOL, ATOL)
+  np.testing.assert_allclose(med[0], grads[0], RTOL, ATOL)
+  np.testing.assert_allclose(med[1], grads[0], RTOL, ATOL)  # median(g0,g0,g1)
+
+
+def test_periodic_median_matches_reference():
+  grads = step_grads(9, seed=1)
+  params = jnp.zeros((4,))
+  outs = run_steps(
+      aggregators.periodic_median(optax.sgd(1.0, momentum=0.5), window=3),
+      grads, params)
+  trace = np.zeros(4)
+  for t, g in enumerate(grads):
+    if t % 3 == 2:
+      med = np.median(np.stack(grads[t - 2:t + 1]).astype(np.float64), 0)
+      trace = med + 0.5 * trace
+      np.testing.assert_allclose(outs[t], -trace, RTOL, ATOL)
+    else:
+      np.testing.assert_array_equal(outs[t], np.zeros(4))
+
+
+def test_periodic_median_state_counts():
+  tx = aggregators.periodic_median(optax.sgd(1.0), window=3)
+  state = tx.init(jnp.zeros(2))
+  for _ in range(4):
+    _, state = tx.update(jnp.ones(2), state)
+  assert int(state.mini_step) == 1 and int(state.gradient_step) == 1
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_input_raises():
+  tree = make_tree(5)
+  with pytest.raises(ValueError, match='2c\\+1'):
+    apply(aggregators.winsorized_mean(3), tree)
+  with pytest.raises(ValueError, match='2c\\+1'):
+    apply(aggregators.trimmed_mean(3), tree)
+  with pytest.raises(ValueError, match='num_groups=2 does not divide'):
+    apply(aggregators.median_of_means(2), tree)
+  with pytest.raises(ValueError, match='non-negative int'):
+    aggregators.winsorized_mean(-1)
+  mismatched = {'w': jnp.zeros((5, 3)), 'b': jnp.zeros((4, 3))}
+  tx = aggregators.winsorized_mean(1)
+  with pytest.raises(ValueError, match='leading axes differ'):
+    tx.update(mismatched, tx.init(None))
+  params = {'w': jnp.zeros((5, 3))}
+  with pytest.raises(ValueError, match='leading example axis'):
+    tx.update({'w': jnp.zeros((5, 3))}, tx.init(params), params)
+  with pytest.raises(ValueError, match='scalar'):
+    tx.update({'w': jnp.zeros(())}, tx.init(None))
+  with pytest.raises(NotImplementedError, match='axis_name'):
+    aggregators.coordinate_median(axis_name='data')
+  with pytest.raises(ValueError, match='window'):
+    aggregators.rolling_median(0)
+
+
+def test_nan_propagates_to_its_coordinate_only_and_inf_is_clipped():
+  x = make_tree(9, seed=4, outliers=False)['b']
+  x_nan = x.copy()
+  x_nan[2, 1] = np.nan
+  x_inf = x.copy()
+  x_inf[5, 3] = np.inf
+  for tx in (aggregators.winsorized_mean(2), aggregators.trimmed_mean(2),
+             aggregators.median_of_means(3), aggregators.coordinate_median(),
+             aggregators.winsorized_mean(0)):
+    out = np.asarray(apply(tx, {'g': x_nan})['g'])
+    assert np.isnan(out[1]) and np.isfinite(np.delete(out, 1)).all()
+  out = np.asarray(apply(aggregators.winsorized_mean(1), {'g': x_inf})['g'])
+  np.testing.assert_allclose(out, np_winsorized(x_inf, 1), RTOL, ATOL)
+  # Sort fallback follows the same NaN policy.
+  big = np.tile(x_nan, (3, 1))
+  c = order_stats.MAX_NETWORK_C + 1
+  out = np.asarray(order_stats.winsorized_mean(jnp.asarray(big), c))
+  assert np.isnan(out[1]) and np.isfinite(np.delete(out, 1)).all()
+  med = run_steps(aggregators.rolling_median(3),
+                  [np.array([1., np.nan]), np.array([2., 3.])], jnp.zeros(2))
+  assert np.isnan(med[1][1]) and med[1][0] == 1.0

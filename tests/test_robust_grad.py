@@ -1,0 +1,59 @@
+"""Streaming robust gradients equal the per-example aggregators.
+
+float32 tolerances: RTOL = 1e-5, ATOL = 1e-6.
+"""
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+from coherence_jax import aggregators
+from coherence_jax import per_example
+from coherence_jax import robust_grad
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def loss_fn(params, batch):
+  h = jnp.tanh(batch['x'] @ params['w1'] + params['b1'])
+  return (h @ params['w2'] - batch['y']) ** 2
+
+
+def setup(b, seed=0):
+  rng = np.random.default_rng(seed)
+  params = {'w1': jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+            'b1': jnp.zeros(3),
+            'w2': jnp.asarray(rng.normal(size=(3,)), jnp.float32)}
+  x = rng.normal(size=(b, 4)).astype(np.float32)
+  y = rng.normal(size=(b,)).astype(np.float32)
+  y[0] = 300.0  # an outlier example
+  return params, {'x': jnp.asarray(x), 'y': jnp.asarray(y)}
+
+
+@pytest.mark.parametrize('b,c,m', [(13, 2, 4), (12, 1, 4), (9, 3, 2),
+                                   (7, 0, 3), (10, 2, 16)])
+def test_streaming_equals_per_example(b, c, m):
+  params, batch = setup(b, seed=b)
+  grads = per_example.per_example_grads(loss_fn, params, batch)
+  for agg, stream in ((aggregators.winsorized_mean, robust_grad.winsorized_mean_grad),
+                      (aggregators.trimmed_mean, robust_grad.trimmed_mean_grad)):
+    tx = agg(c)
+    ref, _ = tx.update(grads, tx.init(params), params)
+    out = stream(loss_fn, params, batch, c=c, microbatch_size=m)
+    for k in params:
+      np.testing.assert_allclose(out[k], ref[k], RTOL, ATOL)
+
+
+def test_streaming_bad_input():
+  params, batch = setup(5)
+  with pytest.raises(ValueError, match='2c\\+1'):
+    robust_grad.winsorized_mean_grad(loss_fn, params, batch, c=3,
+                                     microbatch_size=2)
+  with pytest.raises(ValueError, match='microbatch_size'):
+    robust_grad.trimmed_mean_grad(loss_fn, params, batch, c=1,
+                                  microbatch_size=0)
+  with pytest.raises(ValueError, match='loss_fn'):
+    robust_grad.trimmed_mean_grad(lambda p, b: jnp.sum(loss_fn(p, b)), params,
+                                  batch, c=1, microbatch_size=2)

@@ -174,6 +174,18 @@ def stats_unjitted(loss_fn, params, batch, microbatch_size=None,
   def chunk_stats(chunk):
     return CoherenceStats.from_grads(grad_one(params, chunk))
 
+  return stream_stats(chunk_stats, params, batch, size, microbatch_size,
+                      axis_name)
+
+
+def stream_stats(chunk_stats, params, batch, size: int,
+                 microbatch_size: Optional[int],
+                 axis_name=None) -> CoherenceStats:
+  """Merges `chunk_stats(chunk)` over micro-batches (scan + exact remainder).
+
+  Only one micro-batch's intermediates are alive at a time. With `axis_name`
+  the result is psum-ed over that mesh axis.
+  """
   if microbatch_size is None or microbatch_size >= size:
     stats = chunk_stats(batch)
   else:

@@ -730,17 +730,5 @@ def stats_unjitted(loss_fn, params, batch, microbatch_size=None,
         sum_grads=sum_grads, sum_sq_norms=jax.tree.map(jnp.sum, norms),
         count=jnp.asarray(batching.batch_size(chunk), jnp.int32))
 
-  if microbatch_size is None or microbatch_size >= size:
-    stats = chunk_stats(batch)
-  else:
-    chunks, tail = batching.split_microbatches(batch, microbatch_size, size)
-    stats = batching.as_varying(coherence.CoherenceStats.zeros(params),
-                                axis_name)
-    if chunks is not None:
-      stats = jax.lax.scan(lambda acc, chunk: (acc.merge(chunk_stats(chunk)),
-                                               None), stats, chunks)[0]
-    if tail is not None:
-      stats = stats.merge(chunk_stats(tail))
-  if axis_name is not None:
-    stats = stats.psum(axis_name)
-  return stats
+  return coherence.stream_stats(chunk_stats, params, batch, size,
+                                 microbatch_size, axis_name)

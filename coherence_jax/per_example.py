@@ -14,6 +14,9 @@ from coherence_jax import batching
 
 PyTree = batching.PyTree
 
+# per_group_grads unrolls up to this many groups and vmaps over more.
+MAX_UNROLLED_GROUPS = 16
+
 
 def example_grads_unjitted(loss_fn, params, batch,
                            microbatch_size: Optional[int] = None):
@@ -64,11 +67,18 @@ def group_grads_unjitted(loss_fn, params, batch, num_groups: int):
     raise ValueError(
         f'num_groups: got {num_groups!r} for a batch of {size} examples; pass a '
         'positive int that divides the batch size into equal groups.')
-  grouped = jax.tree.map(
-      lambda x: x.reshape((num_groups, size // num_groups) + x.shape[1:]),
-      batch)
-  mean_loss = lambda p, b: jnp.mean(loss_fn(p, b))
-  return jax.vmap(jax.grad(mean_loss), in_axes=(None, 0))(params, grouped)
+  # One ordinary gradient per contiguous slice, Python-unrolled, then stacked.
+  # vmap over groups made XLA:CPU run conv weight gradients with a batched
+  # cotangent, which was 1.6x slower on the CNN (benchmarks/README_aggregators.md).
+  m = size // num_groups
+  grad_mean = jax.grad(lambda p, b: jnp.mean(loss_fn(p, b)))
+  if num_groups > MAX_UNROLLED_GROUPS:  # bound the trace / compile time
+    grouped = jax.tree.map(lambda x: x.reshape((num_groups, m) + x.shape[1:]),
+                           batch)
+    return jax.vmap(grad_mean, in_axes=(None, 0))(params, grouped)
+  grads = [grad_mean(params, jax.tree.map(lambda x: x[g * m:(g + 1) * m], batch))
+           for g in range(num_groups)]
+  return jax.tree.map(lambda *gs: jnp.stack(gs), *grads)
 
 
 @functools.partial(jax.jit, static_argnames=('loss_fn', 'num_groups'))
@@ -76,7 +86,7 @@ def per_group_grads(loss_fn, params, batch, num_groups: int):
   """Mean gradient of each of `num_groups` contiguous equal groups of examples.
 
   The result has a leading axis `num_groups`. It costs about one ordinary
-  backward pass over the batch: the groups, not the examples, are vmapped.
+  backward pass over the batch: one ordinary gradient per group (unrolled).
 
   Example:
     >>> loss_fn = lambda w, b: (b['x'] @ w) ** 2

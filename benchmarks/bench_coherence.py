@@ -1,14 +1,22 @@
-r"""coherence_stats versus a plain gradient on the benchmark CNN, one run.
+r"""α by per-example vmap versus ghost norms, against a plain gradient: CNN.
 
-  .venv/bin/python benchmarks/bench_coherence.py [--batches=128,512] [--reps=10]
+  .venv/bin/python benchmarks/bench_coherence.py [--batches=128,512] \
+      [--reps=10]
 
-Prints a markdown table: time (median, min-max) and the ratio to a plain
-`jax.grad` of the mean loss taken in the same run (interleaved), XLA temp+output
-bytes, and the peak RSS of a fresh process running only that case.
+For the benchmark CNN (421,642 params, 28x28x1) at each batch size, prints a
+markdown table: wall time (median, min-max over interleaved reps, so load on
+the shared CPU hits every method alike) and its ratio to a plain `jax.grad` of
+the mean loss in the same run; XLA's compiled temp+output bytes and their
+ratio; the peak RSS of a fresh process running only that case, and that peak
+above a fresh process that only built the problem ('idle'), with its ratio;
+and the peak RSS growth while executing only (after `lower().compile()` the
+peak is reset through /proc/self/clear_refs), which leaves out what the
+compiler keeps (the compiled program, caches).
 """
 
 import json
 import os
+import subprocess
 import sys
 
 from absl import app
@@ -21,13 +29,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 import coherence_jax as cj
-from coherence_jax import coherence
 from benchmarks import harness
 
 _BATCHES = flags.DEFINE_list('batches', ['128', '512'], 'Batch sizes.')
 _REPS = flags.DEFINE_integer('reps', 10, 'Timed repetitions per case.')
-_CASE = flags.DEFINE_string('case', None, 'Run one case "method:batch" and '
-                            'print its peak RSS (used for fresh processes).')
+_CASE = flags.DEFINE_string('case', None, 'Run one case "name:batch" and print '
+                            'its peak RSS (used for fresh processes).')
+
+IDLE = 'idle'
 
 
 def cnn_problem(batch_size: int):
@@ -39,26 +48,54 @@ def cnn_problem(batch_size: int):
   return loss_fn, params, batch
 
 
-def case_fns(loss_fn, params, batch):
-  """name -> (jitted function, args, kwargs)."""
-  plain = jax.jit(jax.grad(lambda p, b: jnp.mean(loss_fn(p, b))))
-  cases = {'plain grad': (plain, (params, batch), {})}
-  for method in coherence.METHODS:
-    cases[f'coherence_stats {method}'] = (
-        cj.coherence_stats, (loss_fn, params, batch), {'method': method})
-  cases['coherence_stats vmap mb=64'] = (
-      cj.coherence_stats, (loss_fn, params, batch),
-      {'method': 'vmap', 'microbatch_size': 64})
-  return cases
+def case_fns(loss_fn):
+  """name -> jitted f(params, batch)."""
+  def alpha(method):
+    return jax.jit(lambda p, b: cj.coherence_stats(loss_fn, p, b,
+                                                   method=method).alpha())
+  return {
+      'plain grad': jax.jit(jax.grad(lambda p, b: jnp.mean(loss_fn(p, b)))),
+      'alpha vmap': alpha('vmap'),
+      'alpha ghost': alpha('ghost'),
+      'alpha auto': alpha('auto'),
+      'sq norms ghost': jax.jit(lambda p, b: cj.per_example_sq_norms(
+          loss_fn, p, b, method='ghost')),
+  }
 
 
 def run_one_case(spec: str) -> None:
   name, batch_size = spec.rsplit(':', 1)
   loss_fn, params, batch = cnn_problem(int(batch_size))
-  fn, args, kwargs = case_fns(loss_fn, params, batch)[name]
-  for _ in range(3):
-    jax.block_until_ready(fn(*args, **kwargs))
-  print(json.dumps({'peak_rss_mib': harness.max_rss_mib()}))
+  jax.block_until_ready((params, batch))
+  run_mib = 0.0
+  if name != IDLE:
+    compiled = case_fns(loss_fn)[name].lower(params, batch).compile()
+    peak = harness.max_rss_mib()
+    after_compile = _reset_peak_rss()
+    for _ in range(3):
+      jax.block_until_ready(compiled(params, batch))
+    run_mib = harness.max_rss_mib() - after_compile
+    peak = max(peak, harness.max_rss_mib())
+  else:
+    peak = harness.max_rss_mib()
+  print(json.dumps({'peak_rss_mib': peak, 'run_rss_mib': run_mib}))
+
+
+def _reset_peak_rss() -> float:
+  """Resets VmHWM to the current RSS (Linux); returns the current RSS in MiB."""
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+  except OSError:
+    return float('nan')
+  return harness.max_rss_mib()
+
+
+def _fresh_process(spec: str):
+  out = subprocess.run([sys.executable, __file__, f'--case={spec}'],
+                       check=True, capture_output=True, text=True)
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  return result['peak_rss_mib'], result['run_rss_mib']
 
 
 def main(argv):
@@ -69,29 +106,33 @@ def main(argv):
   rows = []
   for batch_size in map(int, _BATCHES.value):
     loss_fn, params, batch = cnn_problem(batch_size)
-    cases = case_fns(loss_fn, params, batch)
+    cases = case_fns(loss_fn)
     timings = harness.time_interleaved(
-        {n: (lambda f=f, a=a, k=k: f(*a, **k)) for n, (f, a, k) in cases.items()},
+        {n: (lambda f=f: f(params, batch)) for n, f in cases.items()},
         reps=_REPS.value)
-    base = timings['plain grad']['median_ms']
-    base_rss = None
-    for name, (fn, args, kwargs) in cases.items():
+    idle = _fresh_process(f'{IDLE}:{batch_size}')[0]
+    base = {}
+    for name, fn in cases.items():
       t = timings[name]
-      xla_mib = harness.compiled_bytes(
-          fn if name == 'plain grad' else jax.jit(
-              lambda *a, k=kwargs: cj.coherence_stats(*a, **k),
-              static_argnums=0), *args) / 2**20
-      rss = harness.peak_rss_of(__file__, [f'--case={name}:{batch_size}'])
-      base_rss = base_rss or rss
-      rows.append([batch_size, name, f"{t['median_ms']:.1f}",
-                   f"{t['min_ms']:.1f}-{t['max_ms']:.1f}",
-                   f"{t['median_ms'] / base:.2f}x", f'{xla_mib:.1f}',
-                   f'{rss:.0f}', f'{rss / base_rss:.2f}x'])
+      xla = harness.compiled_bytes(fn, params, batch) / 2**20
+      rss, run = _fresh_process(f'{name}:{batch_size}')
+      if not base:
+        base = {'t': t['median_ms'], 'xla': xla, 'rss': rss - idle, 'run': run}
+      rows.append([
+          batch_size, name, f"{t['median_ms']:.1f}",
+          f"{t['min_ms']:.1f}-{t['max_ms']:.1f}",
+          f"{t['median_ms'] / base['t']:.2f}x",
+          f'{xla:.1f}', f"{xla / base['xla']:.3f}x",
+          f'{rss:.0f}', f'{rss - idle:.0f}',
+          f"{(rss - idle) / base['rss']:.2f}x",
+          f'{run:.0f}', f"{run / base['run']:.2f}x"])
   print(f'jax {jax.__version__} on {jax.devices()[0].platform}, '
-        f'{os.cpu_count()} CPUs, {_REPS.value} reps interleaved')
+        f'{os.cpu_count()} CPUs (shared), {_REPS.value} reps interleaved')
   print(harness.markdown_table(
-      ['batch', 'method', 'median ms', 'min-max ms', 'time / plain',
-       'XLA temp+out MiB', 'peak RSS MiB', 'RSS / plain'], rows))
+      ['batch', 'case', 'median ms', 'min-max ms', 'time / plain',
+       'XLA temp+out MiB', 'XLA / plain', 'peak RSS MiB',
+       'RSS above idle MiB', 'above idle / plain', 'run-only RSS MiB',
+       'run-only / plain'], rows))
 
 
 if __name__ == '__main__':

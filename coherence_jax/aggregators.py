@@ -11,6 +11,11 @@ Two families:
     >>> grads = per_example_grads(loss_fn, params, batch)   # leading axis B
     >>> updates, state = opt.update(grads, state, params)
 
+  The updates may also come from `dense_per_example.factored_grads`, whose
+  Dense-layer kernels are `OuterRows` factors: the order-statistics network
+  then forms each example's outer product on the fly (never materialized),
+  which is several times faster.
+
   Order statistics commute with adding the same vector to every example, so
   `optax.add_decayed_weights(wd)` placed AFTER the aggregator equals the papers'
   weight decay "added to each gradient before the median".
@@ -66,13 +71,13 @@ def _leading_size(updates: PyTree, params: Optional[PyTree], name: str) -> int:
   contract = (f'{name} expects per-example (or per-group) updates: every leaf '
               'has a leading example axis of the same size B, i.e. shape '
               '[B, *param.shape]; it must be first in optax.chain.')
-  leaves = jax.tree_util.tree_leaves_with_path(updates)
+  leaves = jax.tree_util.tree_leaves_with_path(updates, is_leaf=_is_lazy)
   if not leaves:
     raise ValueError(f'{name}: got no update leaves. {contract}')
   sizes = {}
   for path, leaf in leaves:
     key = jax.tree_util.keystr(path) or '<root>'
-    if jnp.ndim(leaf) == 0:
+    if len(leaf.shape if _is_lazy(leaf) else jnp.shape(leaf)) == 0:
       raise ValueError(f'{name}: leaf {key} is a scalar. {contract}')
     sizes[key] = leaf.shape[0]
   if len(set(sizes.values())) != 1:
@@ -87,6 +92,10 @@ def _leading_size(updates: PyTree, params: Optional[PyTree], name: str) -> int:
   return next(iter(sizes.values()))
 
 
+def _is_lazy(x) -> bool:
+  return isinstance(x, order_stats.LazyRows)
+
+
 def _per_example(name, reduce_fn, check_size) -> optax.GradientTransformation:
   """A stateless transform that reduces the leading axis of every leaf."""
 
@@ -97,7 +106,7 @@ def _per_example(name, reduce_fn, check_size) -> optax.GradientTransformation:
   def update_fn(updates, state, params=None):
     size = _leading_size(updates, params, name)
     check_size(size)
-    return jax.tree.map(reduce_fn, updates), state
+    return jax.tree.map(reduce_fn, updates, is_leaf=_is_lazy), state
 
   return optax.GradientTransformation(init_fn, update_fn)
 

@@ -1,16 +1,20 @@
 """Step time of SGD with each robust aggregator, relative to plain SGD.
 
 Usage:
-  .venv/bin/python benchmarks/bench_aggregators.py [--reps=5] [--cases=cnn128,cnn512,mlp100] [--no-memory]
+  .venv/bin/python benchmarks/bench_aggregators.py [--reps=5] [--cases=cnn128,mlp100,cnn512] [--no-memory]
 
 Prints a markdown table. Plain SGD = jax.grad of the mean loss + optax.sgd.
 Ratios are taken within the same run (the CPU is shared: use medians).
-Memory: peak RSS of a fresh subprocess running the streaming winsorized
-gradient at B = 256 and B = 4096 with the same micro-batch.
+Winsorized / trimmed rows use dense_per_example.factored_grads (Dense kernels
+as outer-product factors, fused into the selection network) + the optax
+aggregator; the "old path" row uses vmap per-example grads.
+Memory: peak RSS (VmHWM) of a fresh subprocess running
+robust_grad.winsorized_mean_grad at B = 256 and B = 4096, micro-batch 128.
 """
 
 import argparse
-import resource
+import json
+import os
 import subprocess
 import sys
 import time
@@ -20,64 +24,28 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
-from coherence_jax import aggregators
-from coherence_jax import per_example
-from coherence_jax import robust_grad
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # pylint: disable=wrong-import-position
 
-
-def _dense(key, n_in, n_out):
-  return {'w': jax.random.normal(key, (n_in, n_out)) * n_in ** -0.5,
-          'b': jnp.zeros(n_out)}
-
-
-def cnn_params(key):
-  k = jax.random.split(key, 4)
-  return {'conv1': {'w': jax.random.normal(k[0], (3, 3, 1, 32)) / 3,
-                    'b': jnp.zeros(32)},
-          'conv2': {'w': jax.random.normal(k[1], (3, 3, 32, 64)) / 17,
-                    'b': jnp.zeros(64)},
-          'fc1': _dense(k[2], 7 * 7 * 64, 128), 'fc2': _dense(k[3], 128, 10)}
+import coherence_jax  # pylint: disable=wrong-import-position
+from coherence_jax import aggregators  # pylint: disable=wrong-import-position
+from coherence_jax import dense_per_example  # pylint: disable=wrong-import-position
+from coherence_jax import models  # pylint: disable=wrong-import-position
+from coherence_jax import per_example  # pylint: disable=wrong-import-position
+from coherence_jax import robust_grad  # pylint: disable=wrong-import-position
 
 
-def _conv(x, p):
-  y = jax.lax.conv_general_dilated(x, p['w'], (1, 1), 'SAME',
-                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  return y + p['b']
+def cnn():
+  return coherence_jax.from_nnx(models.CNN(rngs=nnx.Rngs(0)),
+                                models.cross_entropy_loss)
 
 
-def _pool(x):
-  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1),
-                               (1, 2, 2, 1), 'VALID')
-
-
-def cnn_apply(p, x):
-  x = _pool(jax.nn.relu(_conv(x, p['conv1'])))
-  x = _pool(jax.nn.relu(_conv(x, p['conv2'])))
-  x = x.reshape(x.shape[0], -1)
-  x = jax.nn.relu(x @ p['fc1']['w'] + p['fc1']['b'])
-  return x @ p['fc2']['w'] + p['fc2']['b']
-
-
-def mlp_params(key):
-  widths = [784, 256, 256, 256, 10]
-  keys = jax.random.split(key, len(widths) - 1)
-  return [_dense(k, a, b) for k, a, b in zip(keys, widths[:-1], widths[1:])]
-
-
-def mlp_apply(p, x):
-  x = x.reshape(x.shape[0], -1)
-  for layer in p[:-1]:
-    x = jax.nn.relu(x @ layer['w'] + layer['b'])
-  return x @ p[-1]['w'] + p[-1]['b']
-
-
-def make_loss(apply):
-  def loss_fn(params, batch):
-    logits = apply(params, batch['image'])
-    return optax.softmax_cross_entropy_with_integer_labels(logits,
-                                                           batch['label'])
-  return loss_fn
+def mlp():
+  return coherence_jax.from_nnx(
+      models.MLP([784, 256, 256, 256, 10], rngs=nnx.Rngs(0)),
+      models.cross_entropy_loss)
 
 
 def make_batch(b, seed=0):
@@ -86,10 +54,11 @@ def make_batch(b, seed=0):
           'label': jnp.asarray(rng.integers(0, 10, size=b), jnp.int32)}
 
 
-def steps(loss_fn):
+def steps(loss_fn, b):
   """name -> (grad_fn(params, batch), first transform or None)."""
   mean_grad = jax.grad(lambda p, b: jnp.mean(loss_fn(p, b)))
   ex = lambda p, b: per_example.example_grads_unjitted(loss_fn, p, b)
+  fact = lambda p, b: dense_per_example.factored_grads(loss_fn, p, b)
   def grp3(p, b):  # 3 equal groups: drop the B mod 3 last examples (128 -> 126)
     n = jax.tree.leaves(b)[0].shape[0] // 3 * 3
     b = jax.tree.map(lambda x: x[:n], b)
@@ -97,12 +66,18 @@ def steps(loss_fn):
   out = {'plain SGD': (mean_grad, None),
          'median of means k=3 (per_group_grads + coordinate_median)':
              (grp3, aggregators.coordinate_median()),
-         'rolling median RM3': (mean_grad, aggregators.rolling_median(3)),
-         'per-example grads + mean (winsorized c=0)':
-             (ex, aggregators.winsorized_mean(0))}
-  for c in (1, 2, 4):
-    out[f'winsorized c={c}'] = (ex, aggregators.winsorized_mean(c))
-  out['trimmed c=2'] = (ex, aggregators.trimmed_mean(2))
+         'rolling median RM3': (mean_grad, aggregators.rolling_median(3))}
+  if b <= 256:
+    out['vmap per-example grads + mean (c=0)'] = (
+        ex, aggregators.winsorized_mean(0))
+    out['factored per-example grads + mean (c=0)'] = (
+        fact, aggregators.winsorized_mean(0))
+  for c in ((1, 2, 4) if b <= 256 else (4,)):
+    out[f'winsorized c={c}'] = (fact, aggregators.winsorized_mean(c))
+  if b <= 256:
+    out['trimmed c=2'] = (fact, aggregators.trimmed_mean(2))
+    out['winsorized c=4, vmap per-example grads (old path)'] = (
+        ex, aggregators.winsorized_mean(4))
   return out
 
 
@@ -126,14 +101,11 @@ def time_step(loss_fn, params, batch, grad_fn, first, reps):
   return float(np.median(times)), compile_s
 
 
-def run_case(name, apply, params, b, reps):
-  loss_fn = make_loss(apply)
+def run_case(name, model, b, reps):
+  loss_fn, params = model
   batch = make_batch(b)
   rows, base = [], None
-  for label, (grad_fn, first) in steps(loss_fn).items():
-    if b > 256 and 'winsorized c=4' not in label and 'c=' in label and (
-        'c=0' not in label):
-      continue  # keep the large-batch run short: one robust case suffices
+  for label, (grad_fn, first) in steps(loss_fn, b).items():
     sec, comp = time_step(loss_fn, params, batch, grad_fn, first, reps)
     base = sec if base is None else base
     rows.append((name, b, label, sec * 1e3, sec / base, comp))
@@ -142,25 +114,14 @@ def run_case(name, apply, params, b, reps):
   return rows
 
 
-MEM_CHILD = '''
-import resource, sys, jax, jax.numpy as jnp
-sys.path.insert(0, 'benchmarks')
-import bench_aggregators as ba
-from coherence_jax import robust_grad
-b, m = int(sys.argv[1]), int(sys.argv[2])
-params = ba.cnn_params(jax.random.PRNGKey(0))
-batch = ba.make_batch(b)
-g = robust_grad.winsorized_mean_grad(ba.make_loss(ba.cnn_apply), params, batch,
-                                     c=4, microbatch_size=m)
-jax.block_until_ready(g)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-'''
-
-
-def peak_rss_mb(b, m):
-  out = subprocess.run([sys.executable, '-c', MEM_CHILD, str(b), str(m)],
-                       capture_output=True, text=True, check=True)
-  return int(out.stdout.strip().splitlines()[-1]) / 1024
+def mem_child(b, m, c):
+  """Runs the streaming winsorized gradient once; prints peak RSS as JSON."""
+  loss_fn, params = cnn()
+  batch = make_batch(b)
+  g = robust_grad.winsorized_mean_grad(loss_fn, params, batch, c=c,
+                                       microbatch_size=m)
+  jax.block_until_ready(g)
+  print(json.dumps({'peak_rss_mib': harness.max_rss_mib()}))
 
 
 def main():
@@ -168,25 +129,30 @@ def main():
   parser.add_argument('--reps', type=int, default=5)
   parser.add_argument('--cases', default='cnn128,mlp100,cnn512')
   parser.add_argument('--no-memory', action='store_true')
+  parser.add_argument('--mem-child', default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.mem_child:
+    mem_child(*map(int, args.mem_child.split(',')))
+    return
   print(f'jax {jax.__version__}, backend {jax.default_backend()}, '
-        f'{jax.device_count()} device(s)')
+        f'{jax.device_count()} device(s), load average {os.getloadavg()}')
   print('| model | batch | method | step ms | vs plain SGD | compile s |')
   print('|---|---|---|---|---|---|')
-  key = jax.random.PRNGKey(0)
-  for case in args.cases.split(','):
+  for case in filter(None, args.cases.split(',')):
     if case.startswith('cnn'):
-      run_case('CNN 421,642', cnn_apply, cnn_params(key), int(case[3:]),
-               args.reps)
+      run_case('CNN 421,642', cnn(), int(case[3:]), args.reps)
     else:
-      run_case('MLP 784-256-256-256-10', mlp_apply, mlp_params(key),
-               int(case[3:]), args.reps)
+      run_case('MLP 784-256-256-256-10', mlp(), int(case[3:]), args.reps)
   if not args.no_memory:
-    m = 64
-    small, large = peak_rss_mb(256, m), peak_rss_mb(4096, m)
-    print(f'\nstreaming winsorized_mean_grad (CNN, c=4, microbatch {m}): peak '
-          f'RSS B=256 {small:.0f} MB, B=4096 {large:.0f} MB, '
-          f'ratio {large / small:.2f}')
+    m, c = 128, 4
+    rss = {b: harness.peak_rss_of(os.path.abspath(__file__),
+                                  [f'--mem-child={b},{m},{c}'])
+           for b in (256, 4096)}
+    print(f'\nstreaming robust_grad.winsorized_mean_grad (CNN, c={c}, '
+          f'microbatch {m}), peak RSS (VmHWM) of a fresh process: '
+          f'B=256 {rss[256]:.0f} MiB, B=4096 {rss[4096]:.0f} MiB, '
+          f'ratio {rss[4096] / rss[256]:.2f}', flush=True)
+  print(f'load average at end {os.getloadavg()}')
 
 
 if __name__ == '__main__':

@@ -16,9 +16,9 @@ is what streaming over micro-batches (robust_grad.py) and, later, devices use.
 Inputs may also be `LazyRows` (e.g. per-example Dense-layer gradients kept as
 outer-product factors, dense_per_example.py): row i is computed inside the
 network, so XLA fuses it into the selection loop and the [n, ...] tensor is
-never materialized. Longer inputs (n > MAX_UNROLLED_ROWS) are streamed through
-the same network in blocks of rows with `lax.scan`, merging summaries, so the
-network's size (compile time) does not grow with n.
+never materialized. Longer inputs (n > MAX_UNROLLED_ROWS) are streamed in
+blocks of rows with `lax.scan`: first the clipping bounds x_(c+1), x_(n-c)
+(`thresholds`), then the clipped sum, so code size does not grow with n.
 
 NaN policy: NaN propagates. `max`/`min` propagate NaN in XLA, so a NaN in any
 of a coordinate's values makes that coordinate's result NaN; the sort fallback
@@ -156,10 +156,11 @@ def _summarize_block(x, c: int) -> Extremes:
 def summarize(x, c: int) -> Extremes:
   """The `Extremes` summary of the rows of x [n, ...]; needs n >= 2c.
 
-  x is an array or `LazyRows`. With n == 2c the middle is empty (sum 0,
-  max -inf, min +inf). Up to MAX_UNROLLED_ROWS rows go through one unrolled
-  network; more are folded in blocks of that many rows by `lax.scan` (the
-  carry is the running summary), then the remaining rows, unrolled.
+  x is an array or `LazyRows`; the network is unrolled over all n rows (keep
+  n <= MAX_UNROLLED_ROWS; `merge` summaries of blocks for more). With n == 2c
+  the middle is empty (sum 0, max -inf, min +inf). Use the summary's fields
+  in ONE expression (e.g. `winsorized_from`): XLA:CPU computes each output
+  array of an elementwise network in its own fusion, recomputing the network.
   """
   n = x.shape[0]
   if n < 2 * c:
@@ -168,18 +169,7 @@ def summarize(x, c: int) -> Extremes:
     # Materialize x: otherwise XLA may fuse x's producer (e.g. the per-example
     # gradient's elementwise tail) into the network and recompute it per use.
     x = jax.lax.optimization_barrier(x)
-  block = MAX_UNROLLED_ROWS
-  if n <= block:
-    return _summarize_block(x, c)
-  ext = _summarize_block(_take_rows(x, 0, block), c)
-  num_full = n // block
-  if num_full > 1:
-    def fold(ext, i):
-      return insert_rows(ext, _take_rows(x, i * block, block)), None
-    ext, _ = jax.lax.scan(fold, ext, jnp.arange(1, num_full))
-  if n % block:
-    ext = insert_rows(ext, _take_rows(x, num_full * block, n % block))
-  return ext
+  return _summarize_block(x, c)
 
 
 def merge(a: Extremes, b: Extremes) -> Extremes:
@@ -229,24 +219,127 @@ def _sorted_middle(x: jax.Array, c: int):
   return s, _sum_rows(s[c:n - c])
 
 
-def winsorized_mean(x: jax.Array, c: int) -> jax.Array:
-  """Per coordinate: clip the n values to [x_(c+1), x_(n-c)], then average."""
+def _fold_blocks(x, init, fold_block):
+  """Folds the rows of x in blocks of <= MAX_UNROLLED_ROWS: lax.scan + tail."""
+  n, block = x.shape[0], MAX_UNROLLED_ROWS
+  num_full = n // block
+  carry = init
+  if num_full:
+    carry, _ = jax.lax.scan(
+        lambda acc, i: (fold_block(acc, _take_rows(x, i * block, block)), None),
+        carry, jnp.arange(num_full))
+  if n % block:
+    carry = fold_block(carry, _take_rows(x, num_full * block, n % block))
+  return carry
+
+
+def threshold_init(shape, dtype, c: int):
+  """Empty registers for `threshold_fold`: (c+1 largest, c+1 smallest)."""
+  inf = jnp.full(shape, jnp.inf, dtype)
+  return (-inf,) * (c + 1), (inf,) * (c + 1)
+
+
+def threshold_fold(regs, x):
+  """Adds the rows of x (array or LazyRows) to threshold registers.
+
+  Two separate register chains (the c+1 largest, the c+1 smallest): XLA:CPU
+  gives each output of an elementwise network its own fusion, so the carry is
+  kept to registers whose dependency cones are small (register k only needs
+  registers 0..k), never a full `Extremes` summary.
+  """
+  def fold(regs, rows):
+    top, bottom = regs
+    for i in range(rows.shape[0]):
+      v = _row(rows, i)
+      top, _ = _insert_descending(top, v)
+      bottom, _ = _insert_ascending(bottom, v)
+    return top, bottom
+  return _fold_blocks(x, regs, fold)
+
+
+def thresholds_from(regs) -> Tuple[jax.Array, jax.Array]:
+  """(x_(c+1), x_(n-c)) from `threshold_fold` registers."""
+  top, bottom = regs
+  return bottom[-1], top[-1]
+
+
+def thresholds(x, c: int) -> Tuple[jax.Array, jax.Array]:
+  """(x_(c+1), x_(n-c)) per coordinate: the clipping bounds of winsorizing."""
+  if not isinstance(x, LazyRows):
+    x = jax.lax.optimization_barrier(x)
+  return thresholds_from(
+      threshold_fold(threshold_init(x.shape[1:], x.dtype, c), x))
+
+
+def clipped_sum_fold(acc, x, lo, hi):
+  """acc + sum over rows of clip(row, lo, hi), streamed in blocks (one output)."""
+  def fold(acc, rows):
+    for i in range(rows.shape[0]):
+      acc = acc + jnp.minimum(jnp.maximum(_row(rows, i), lo), hi)
+    return acc
+  return _fold_blocks(x, acc, fold)
+
+
+def clipped_sum(x, lo: jax.Array, hi: jax.Array) -> jax.Array:
+  """Sum over rows of clip(row, lo, hi)."""
+  return clipped_sum_fold(jnp.zeros(x.shape[1:], x.dtype), x, lo, hi)
+
+
+def strict_middle_fold(acc, x, lo, hi):
+  """Adds (sum of values strictly in (lo, hi), #values >= hi, #values <= lo)."""
+  def fold(acc, rows):
+    s, k_hi, k_lo = acc
+    for i in range(rows.shape[0]):
+      v = _row(rows, i)
+      s = s + jnp.where((v > lo) & (v < hi), v, 0)
+      k_hi = k_hi + (v >= hi).astype(s.dtype)
+      k_lo = k_lo + (v <= lo).astype(s.dtype)
+    return s, k_hi, k_lo
+  return _fold_blocks(x, acc, fold)
+
+
+def trimmed_from_middle(acc, lo, hi, n: int, c: int) -> jax.Array:
+  """Trimmed mean from `strict_middle_fold` accumulators over all n rows."""
+  s, k_hi, k_lo = acc
+  # Values tied with a bound beyond the c trimmed at that end are middle
+  # values; `where` keeps an infinite bound with no such ties out of the sum.
+  extra_hi = jnp.where(k_hi > c, (k_hi - c) * hi, 0)
+  extra_lo = jnp.where(k_lo > c, (k_lo - c) * lo, 0)
+  out = (s + extra_hi + extra_lo) / (n - 2 * c)
+  return jnp.where(jnp.isnan(lo) | jnp.isnan(hi), jnp.nan, out)  # NaN policy
+
+
+def winsorized_mean(x, c: int) -> jax.Array:
+  """Per coordinate: clip the n values to [x_(c+1), x_(n-c)], then average.
+
+  x: [n, ...] array or LazyRows. n <= MAX_UNROLLED_ROWS: one fused network
+  (`summarize`). Longer: `thresholds`, then the clipped sum (two streamed
+  passes over the rows, each a lax.scan over blocks).
+  """
   n = x.shape[0]
   if c == 0:
     return mean(x)
   if c <= MAX_NETWORK_C:
-    return winsorized_from(summarize(x, c), n)
+    if n <= MAX_UNROLLED_ROWS:
+      return winsorized_from(summarize(x, c), n)
+    lo, hi = thresholds(x, c)
+    return clipped_sum(x, lo, hi) / n
   s, middle = _sorted_middle(x, c)
   return _nan_to_all(x, (middle + c * (s[c] + s[n - c - 1])) / n)
 
 
-def trimmed_mean(x: jax.Array, c: int) -> jax.Array:
+def trimmed_mean(x, c: int) -> jax.Array:
   """Per coordinate: the mean of x_(c+1), ..., x_(n-c)."""
   n = x.shape[0]
   if c == 0:
     return mean(x)
   if c <= MAX_NETWORK_C:
-    return trimmed_from(summarize(x, c), n)
+    if n <= MAX_UNROLLED_ROWS:
+      return trimmed_from(summarize(x, c), n)
+    lo, hi = thresholds(x, c)
+    zeros = jnp.zeros(x.shape[1:], x.dtype)
+    acc = strict_middle_fold((zeros, zeros, zeros), x, lo, hi)
+    return trimmed_from_middle(acc, lo, hi, n, c)
   _, middle = _sorted_middle(x, c)
   return _nan_to_all(x, middle / (n - 2 * c))
 

@@ -1,18 +1,29 @@
 """Winsorized / trimmed mean gradients, streamed over micro-batches.
 
 Same result as `aggregators.winsorized_mean(c)` / `trimmed_mean(c)` applied to
-all B per-example gradients, but the [B, P] per-example gradients never exist:
-micro-batches of per-example gradients are folded (`lax.scan`) into an
-`order_stats.Extremes` summary per leaf (the c largest and c smallest values
-plus the sum, max and min of the rest). Peak memory is about
-(microbatch_size + 2c + 3) x params and does not grow with B.
+all B per-example gradients, but the [B, P] per-example gradients never exist.
+Two passes over the batch, each a `lax.scan` over micro-batches:
+  1. the clipping bounds x_(c+1), x_(B-c) per coordinate: the c+1 largest and
+     c+1 smallest values, folded micro-batch by micro-batch
+     (`order_stats.threshold_fold`);
+  2. the per-example gradients again, accumulating sum(clip(g, lo, hi))
+     (trimmed: the sum strictly inside the bounds and the ties at them).
+Pass 2 recomputes the gradients (about 2x the compute of one pass) so that no
+per-example quantity is kept: peak memory is about
+(microbatch_size + 2c + 3) x params and does not grow with B. Gradients come
+from `dense_per_example.factored_grads`: Dense-layer kernels stay as factors
+and each example's outer product is formed inside the fused selection loop.
+With B <= microbatch_size and B <= order_stats.MAX_UNROLLED_ROWS, one pass and
+the single fused network of `order_stats.winsorized_mean` are used instead.
 """
 
 import functools
 
 import jax
+import jax.numpy as jnp
 
 from coherence_jax import batching
+from coherence_jax import dense_per_example
 from coherence_jax import order_stats
 
 PyTree = batching.PyTree
@@ -30,39 +41,49 @@ def _check(name, c, size, microbatch_size):
   batching.check_microbatch_size(microbatch_size)
 
 
-def streamed_extremes(loss_fn, params: PyTree, batch: PyTree, c: int,
-                      microbatch_size: int) -> PyTree:
-  """Per-leaf `Extremes` of the per-example gradients, micro-batch by micro-batch.
+def _is_lazy(x):
+  return isinstance(x, order_stats.LazyRows)
 
-  Traceable. The first ceil(2c / microbatch_size) micro-batches seed the
-  summaries; the full micro-batches after them go through `lax.scan`, then the
-  remainder, so every example is counted exactly once.
-  """
+
+def _over_microbatches(loss_fn, params, batch, microbatch_size, carry, fold):
+  """Folds fold(carry, grads) over the micro-batches' factored grads."""
   size = batching.batch_size(batch)
-  grad_one = jax.vmap(jax.grad(batching.single_example_loss(loss_fn)),
-                      in_axes=(None, 0))
-  m = microbatch_size
-  head_n = min(size, m * max(1, -(-2 * c // m)))
-  head = grad_one(params, jax.tree.map(lambda x: x[:head_n], batch))
-  ext = jax.tree.map(lambda g: order_stats.summarize(g, c), head)
-
-  def fold(ext, grads):
-    return jax.tree.map(order_stats.insert_rows, ext, grads,
-                        is_leaf=lambda e: isinstance(e, order_stats.Extremes))
-
-  rest = jax.tree.map(lambda x: x[head_n:], batch)
-  chunks, tail = batching.split_microbatches(rest, m, size - head_n)
+  grads_of = lambda chunk: dense_per_example.factored_grads(loss_fn, params,
+                                                            chunk)
+  chunks, tail = batching.split_microbatches(batch, microbatch_size, size)
   if chunks is not None:
-    ext, _ = jax.lax.scan(
-        lambda e, chunk: (fold(e, grad_one(params, chunk)), None), ext, chunks)
+    carry, _ = jax.lax.scan(
+        lambda acc, chunk: (fold(acc, grads_of(chunk)), None), carry, chunks)
   if tail is not None:
-    ext = fold(ext, grad_one(params, tail))
-  return ext
+    carry = fold(carry, grads_of(tail))
+  return carry
 
 
-def _finalize(finalize_fn, ext, size):
-  return jax.tree.map(lambda e: finalize_fn(e, size), ext,
-                      is_leaf=lambda e: isinstance(e, order_stats.Extremes))
+def _leaf_map(fn, *trees):
+  return jax.tree.map(fn, *trees, is_leaf=_is_lazy)
+
+
+def streamed_bounds(loss_fn, params: PyTree, batch: PyTree, c: int,
+                    microbatch_size: int) -> PyTree:
+  """Per leaf (x_(c+1), x_(B-c)) of the per-example gradients; traceable."""
+  init = jax.tree.map(
+      lambda p: order_stats.threshold_init(jnp.shape(p), jnp.result_type(p), c),
+      params)
+  def fold(regs, grads):
+    return jax.tree.map(lambda _, r, g: order_stats.threshold_fold(r, g),
+                        params, regs, grads)
+
+  regs = _over_microbatches(loss_fn, params, batch, microbatch_size, init, fold)
+  return jax.tree.map(lambda _, r: order_stats.thresholds_from(r), params, regs)
+
+
+def _one_pass(reduce_fn, loss_fn, params, batch):
+  grads = dense_per_example.factored_grads(loss_fn, params, batch)
+  return _leaf_map(reduce_fn, grads)
+
+
+def _small(size, microbatch_size):
+  return size <= min(microbatch_size, order_stats.MAX_UNROLLED_ROWS)
 
 
 @functools.partial(jax.jit,
@@ -82,8 +103,25 @@ def winsorized_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
   """
   size = batching.check_per_example_loss(loss_fn, params, batch)
   _check('winsorized_mean_grad', c, size, microbatch_size)
-  ext = streamed_extremes(loss_fn, params, batch, c, microbatch_size)
-  return _finalize(order_stats.winsorized_from, ext, size)
+  if _small(size, microbatch_size):
+    return _one_pass(lambda g: order_stats.winsorized_mean(g, c), loss_fn,
+                     params, batch)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  if c == 0:
+    return jax.tree.map(lambda s: s / size, _over_microbatches(
+        loss_fn, params, batch, microbatch_size, zeros,
+        lambda acc, g: jax.tree.map(
+            lambda a, x: a + order_stats.mean(x) * x.shape[0], acc, g)))
+  bounds = streamed_bounds(loss_fn, params, batch, c, microbatch_size)
+  lo = jax.tree.map(lambda _, b: b[0], params, bounds)
+  hi = jax.tree.map(lambda _, b: b[1], params, bounds)
+
+  def fold(acc, grads):
+    return jax.tree.map(order_stats.clipped_sum_fold, acc, grads, lo, hi)
+
+  total = _over_microbatches(loss_fn, params, batch, microbatch_size, zeros,
+                             fold)
+  return jax.tree.map(lambda s: s / size, total)
 
 
 @functools.partial(jax.jit,
@@ -99,5 +137,21 @@ def trimmed_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
   """
   size = batching.check_per_example_loss(loss_fn, params, batch)
   _check('trimmed_mean_grad', c, size, microbatch_size)
-  ext = streamed_extremes(loss_fn, params, batch, c, microbatch_size)
-  return _finalize(order_stats.trimmed_from, ext, size)
+  if c == 0 or _small(size, microbatch_size):
+    return _one_pass(lambda g: order_stats.trimmed_mean(g, c), loss_fn,
+                     params, batch) if _small(size, microbatch_size) else (
+                         winsorized_mean_grad(loss_fn, params, batch, c=0,
+                                              microbatch_size=microbatch_size))
+  bounds = streamed_bounds(loss_fn, params, batch, c, microbatch_size)
+  lo = jax.tree.map(lambda _, b: b[0], params, bounds)
+  hi = jax.tree.map(lambda _, b: b[1], params, bounds)
+  init = jax.tree.map(lambda p: (jnp.zeros_like(p),) * 3, params)
+
+  def fold(acc, grads):
+    return jax.tree.map(lambda _, a, g, l, h: order_stats.strict_middle_fold(
+        a, g, l, h), params, acc, grads, lo, hi)
+
+  acc = _over_microbatches(loss_fn, params, batch, microbatch_size, init, fold)
+  return jax.tree.map(
+      lambda _, a, l, h: order_stats.trimmed_from_middle(a, l, h, size, c),
+      params, acc, lo, hi)

@@ -274,3 +274,28 @@ def test_nan_propagates_to_its_coordinate_only_and_inf_is_clipped():
   med = run_steps(aggregators.rolling_median(3),
                   [np.array([1., np.nan]), np.array([2., 3.])], jnp.zeros(2))
   assert np.isnan(med[1][1]) and med[1][0] == 1.0
+
+
+@pytest.mark.parametrize('n,c', [(17, 1), (50, 3)])
+def test_long_inputs_stream_in_blocks_and_match_numpy(n, c, monkeypatch):
+  # n > MAX_UNROLLED_ROWS: thresholds, then the clipped sum, in row blocks
+  # (blocks of 8 rows here, to keep compile time short).
+  monkeypatch.setattr(order_stats, 'MAX_UNROLLED_ROWS', 8)
+  rng = np.random.default_rng(n)
+  x = rng.normal(size=(n, 6)).astype(np.float32)
+  x[:, 0] = np.round(x[:, 0])  # ties at the bounds
+  x[3, 1] = np.inf             # clipped like any extreme value
+  x[:2 * c + 2, 2] = np.inf    # more infinities than trimmed: the bound is inf
+  tree = {'g': jnp.asarray(x)}
+  out = np.asarray(apply(aggregators.winsorized_mean(c), tree)['g'])
+  np.testing.assert_allclose(out[[0, 1, 3, 4, 5]],
+                             np_winsorized(x, c)[[0, 1, 3, 4, 5]], RTOL, ATOL)
+  assert np.isposinf(out[2])
+  out = np.asarray(apply(aggregators.trimmed_mean(c), tree)['g'])
+  np.testing.assert_allclose(out[[0, 1, 3, 4, 5]],
+                             np_trimmed(x, c)[[0, 1, 3, 4, 5]], RTOL, 2 * ATOL)
+  assert np.isposinf(out[2])
+  x[7, 4] = np.nan
+  for tx in (aggregators.winsorized_mean(c), aggregators.trimmed_mean(c)):
+    out = np.asarray(apply(tx, {'g': jnp.asarray(x)})['g'])
+    assert np.isnan(out[4]) and not np.isnan(np.delete(out, 4)).any()

@@ -57,3 +57,18 @@ def test_streaming_bad_input():
   with pytest.raises(ValueError, match='loss_fn'):
     robust_grad.trimmed_mean_grad(lambda p, b: jnp.sum(loss_fn(p, b)), params,
                                   batch, c=1, microbatch_size=2)
+
+
+def test_streaming_nnx_model_uses_factored_grads_and_matches():
+  from tests import helpers
+  loss_fn, params = helpers.tiny_mlp()
+  batch = helpers.tiny_batch(11)
+  grads = per_example.per_example_grads(loss_fn, params, batch)
+  for agg, stream in ((aggregators.winsorized_mean, robust_grad.winsorized_mean_grad),
+                      (aggregators.trimmed_mean, robust_grad.trimmed_mean_grad)):
+    tx = agg(2)
+    ref, _ = tx.update(grads, tx.init(params), params)
+    for m in (4, 16):  # two streamed passes / one fused pass
+      out = stream(loss_fn, params, batch, c=2, microbatch_size=m)
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, RTOL, ATOL),
+                   out, ref)

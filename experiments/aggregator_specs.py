@@ -1,8 +1,8 @@
 """Aggregator names used by the experiments -> (gradient function, optimizer).
 
   mean                plain SGD on the batch-mean gradient
-  winsorized:C        per-example gradients -> aggregators.winsorized_mean(C)
-  trimmed:C           per-example gradients -> aggregators.trimmed_mean(C)
+  winsorized:C        per-example gradients (Dense factored) -> winsorized_mean(C)
+  trimmed:C           per-example gradients (Dense factored) -> trimmed_mean(C)
   median_of_means:K   K group gradients (per_group_grads) -> coordinate_median
   rm3 / ra3           batch gradients -> rolling_median(3) / rolling_mean(3)
   m3                  periodic_median(sgd, 3): one update per 3 batch gradients
@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from coherence_jax import aggregators
+from coherence_jax import dense_per_example
 from coherence_jax import per_example
 
 GradientFn = Callable[..., object]
@@ -51,7 +52,9 @@ def build(spec: str, loss_fn, learning_rate: float
     c = _int_arg(spec, arg)
     robust = (aggregators.winsorized_mean(c) if name == 'winsorized'
               else aggregators.trimmed_mean(c))
-    grads = lambda params, batch: per_example.example_grads_unjitted(
+    # Dense kernels' per-example grads stay factored (a_i ⊗ δ_i) and are
+    # formed inside the fused selection: no [B, d_in, d_out] tensor.
+    grads = lambda params, batch: dense_per_example.factored_grads(
         loss_fn, params, batch)
     return grads, optax.chain(robust, sgd)
   if name == 'median_of_means':

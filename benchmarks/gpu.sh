@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark on one GPU (see README_side_by_side.md), plus
+# examples/second of plain / α / robust-aggregation steps for the JAX models.
+#
+#   bash benchmarks/gpu.sh              # on a GPU machine: venv, installs, runs
+#   bash benchmarks/gpu.sh --dry-run    # here (CPU): tiny shapes, existing .venv,
+#                                       # no installs; checks the JAX part runs
+#
+# Env: PYTHON (interpreter for the venv, default python3), VENV (default
+# .venv-gpu), JAX_SPEC (default "jax[cuda12]"), TORCH_INDEX (PyTorch wheel
+# index for a CUDA torch, default https://download.pytorch.org/whl/cu126),
+# TORCH_VERSION (default 2.13.0), OUT (default benchmarks/gpu_results).
+#
+# Output: $OUT/README_side_by_side_gpu.md, $OUT/side_by_side_gpu.png,
+# $OUT/throughput.md. ResNet-50 (ImageNet 224x224x3, bottleneck, BatchNorm in
+# inference mode) is TODO: the model is not written yet; the throughput part
+# runs the CNN and ResNet-18-GN.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DRY=0
+[[ "${1:-}" == "--dry-run" ]] && DRY=1
+OUT=${OUT:-benchmarks/gpu_results}
+[[ $DRY == 1 ]] && OUT=${DRY_OUT:-/tmp/gpu_dry_run}
+mkdir -p "$OUT"
+
+if [[ $DRY == 1 ]]; then
+  PY=${PY:-.venv/bin/python}
+  export JAX_PLATFORMS=cpu
+else
+  VENV=${VENV:-.venv-gpu}
+  "${PYTHON:-python3}" -m venv "$VENV"
+  PY="$VENV/bin/python"
+  "$PY" -m pip install -U pip
+  "$PY" -m pip install "${JAX_SPEC:-jax[cuda12]}"
+  "$PY" -m pip install -e .
+  # CUDA torch from the PyTorch index; backpack/opacus without deps so that
+  # they cannot swap torch (backpack's torchvision dependency is unused).
+  "$PY" -m pip install "torch==${TORCH_VERSION:-2.13.0}" \
+      --index-url "${TORCH_INDEX:-https://download.pytorch.org/whl/cu126}"
+  "$PY" -m pip install --no-deps backpack-for-pytorch==1.7.1 opacus==1.6.0
+  "$PY" -m pip install einops unfoldNd scipy opt-einsum
+  "$PY" -c 'import jax, torch; print(jax.devices(), torch.cuda.is_available())'
+  export BENCH_TORCH_DEVICE=cuda
+  export XLA_PYTHON_CLIENT_PREALLOCATE=false  # let torch and JAX share the GPU
+fi
+
+# 1. The side-by-side table (same script as on CPU; bigger batches fit).
+if [[ $DRY == 0 ]]; then
+  "$PY" benchmarks/bench_side_by_side.py --reps=20 --max_gib=100 \
+      --configs=cnn:128,cnn:512,resnet18gn:32,resnet18gn:128 \
+      --out_md="$OUT/README_side_by_side_gpu.md" \
+      --out_png="$OUT/side_by_side_gpu.png"
+fi
+
+# 2. JAX throughput: plain step, α vmap, α ghost, winsorized step, MoM step.
+DRY=$DRY "$PY" - "$OUT/throughput.md" <<'PYEOF'
+import os, sys, time, statistics
+import jax, jax.numpy as jnp, optax
+from flax import nnx
+import coherence_jax as cj
+from coherence_jax import aggregators
+
+DRY = os.environ.get('DRY') == '1'
+REPS = 2 if DRY else 20
+# (name, model factory, image shape, batch). MoM needs B divisible by 3: it
+# uses the largest multiple of 3 <= B and examples/s counts those.
+CONFIGS = ([('cnn', lambda r: cj.models.CNN(rngs=r), (28, 28, 1), 9),
+            ('resnet18gn', lambda r: cj.models.ResNet18GN(rngs=r), (16, 16, 3), 9)]
+           if DRY else
+           [('cnn', lambda r: cj.models.CNN(rngs=r), (28, 28, 1), 512),
+            ('resnet18gn', lambda r: cj.models.ResNet18GN(rngs=r), (32, 32, 3), 128),
+            ('resnet18gn', lambda r: cj.models.ResNet18GN(rngs=r), (32, 32, 3), 512)])
+# TODO: ('resnet50', ResNet50 bottleneck, BatchNorm in inference, (224, 224, 3), 64/256).
+
+def make(model_fn, shape, b):
+  loss_fn, params = cj.from_nnx(model_fn(nnx.Rngs(0)), cj.models.cross_entropy_loss)
+  k1, k2 = jax.random.split(jax.random.key(0))
+  batch = {'image': jax.random.uniform(k1, (b,) + shape),
+           'label': jax.random.randint(k2, (b,), 0, 10)}
+  return loss_fn, params, batch
+
+def steps(loss_fn):
+  sgd = optax.sgd(0.1)
+  mean_loss = lambda p, b: jnp.mean(loss_fn(p, b))
+  def plain(p, b):
+    g = jax.grad(mean_loss)(p, b)
+    u, _ = sgd.update(g, sgd.init(p), p)
+    return optax.apply_updates(p, u)
+  def alpha(method):
+    return lambda p, b: cj.coherence_stats(loss_fn, p, b, method=method).alpha()
+  win = optax.chain(aggregators.winsorized_mean(4), sgd)
+  def winsorized(p, b):
+    g = cj.per_example_grads(loss_fn, p, b)
+    u, _ = win.update(g, win.init(p), p)
+    return optax.apply_updates(p, u)
+  med = optax.chain(aggregators.coordinate_median(), sgd)
+  def mom(p, b):
+    g = cj.per_group_grads(loss_fn, p, b, 3)
+    u, _ = med.update(g, med.init(p), p)
+    return optax.apply_updates(p, u)
+  return {'plain step': plain, 'alpha vmap': alpha('vmap'),
+          'alpha ghost (auto)': alpha('auto'),
+          'winsorized(4) step': winsorized, 'median-of-means(3) step': mom}
+
+lines = [f'jax {jax.__version__} on {jax.devices()[0].device_kind}; {REPS} reps, median',
+         '', '| model | batch | step | median ms | examples/s | / plain |', '|---|---|---|---|---|---|']
+for name, model_fn, shape, b in CONFIGS:
+  base = None
+  for step_name, fn in steps(make(model_fn, shape, b)[0]).items():
+    bb = b - b % 3 if step_name.startswith('median') else b
+    loss_fn, params, batch = make(model_fn, shape, bb)
+    f = jax.jit(steps(loss_fn)[step_name])
+    try:
+      jax.block_until_ready(f(params, batch))
+      ts = []
+      for _ in range(REPS):
+        t = time.perf_counter(); jax.block_until_ready(f(params, batch))
+        ts.append(time.perf_counter() - t)
+      med_s = statistics.median(ts)
+      base = base or med_s / bb
+      lines.append(f'| {name} | {bb} | {step_name} | {med_s * 1e3:.1f} | '
+                   f'{bb / med_s:.0f} | {(med_s / bb) / base:.2f}x |')
+    except Exception as e:  # e.g. out of memory for per-example grads
+      lines.append(f'| {name} | {bb} | {step_name} | failed: {type(e).__name__}: {str(e)[:80]} | | |')
+    print(lines[-1], flush=True)
+lines.append('')
+lines.append('ResNet-50 (ImageNet 224x224x3): TODO, model not written yet.')
+open(sys.argv[1], 'w').write('\n'.join(lines) + '\n')
+print('\n'.join(lines))
+PYEOF
+echo "results in $OUT"

@@ -1,0 +1,49 @@
+"""ResNet-18-GN: size, output shape, torch twin, ghost α equals vmap α."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import coherence_jax as cj
+
+NUM_PARAMS = 11_173_962  # torchvision-style CIFAR ResNet-18, GN instead of BN
+
+
+def _num_params(params):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+
+
+def test_param_count_and_output_shape():
+  model = cj.models.ResNet18GN(rngs=nnx.Rngs(0))
+  _, params = cj.from_nnx(model, cj.models.cross_entropy_loss)
+  assert _num_params(params) == NUM_PARAMS
+  shape = jax.eval_shape(model, jax.ShapeDtypeStruct((2, 32, 32, 3),
+                                                      jnp.float32)).shape
+  assert shape == (2, 10)
+
+
+def test_param_count_equals_torch_twin():
+  pytest.importorskip('torch')
+  from benchmarks import bench_torch  # pylint: disable=g-import-not-at-top
+  assert bench_torch.num_params(bench_torch.ResNet18GN()) == NUM_PARAMS
+  assert bench_torch.num_params(bench_torch.CNN()) == 421_642
+
+
+def test_ghost_equals_vmap_coherence():
+  model = cj.models.ResNet18GN(rngs=nnx.Rngs(1))
+  loss_fn, params = cj.from_nnx(model, cj.models.cross_entropy_loss)
+  k1, k2 = jax.random.split(jax.random.key(0))
+  batch = {'image': jax.random.normal(k1, (4, 16, 16, 3)),
+           'label': jax.random.randint(k2, (4,), 0, 10)}
+  ghost = cj.coherence_stats(loss_fn, params, batch, method='ghost')
+  vmap = cj.coherence_stats(loss_fn, params, batch, method='vmap')
+  np.testing.assert_allclose(float(ghost.m_coherence()),
+                             float(vmap.m_coherence()), rtol=1e-4)
+  q_ghost = jax.tree.leaves(ghost.sum_sq_norms)
+  q_vmap = jax.tree.leaves(vmap.sum_sq_norms)
+  scale = max(float(q) for q in q_vmap)
+  for a, b in zip(q_ghost, q_vmap):
+    np.testing.assert_allclose(float(a), float(b), rtol=1e-4,
+                               atol=1e-5 * scale)

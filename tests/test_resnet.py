@@ -47,3 +47,44 @@ def test_ghost_equals_vmap_coherence():
   for a, b in zip(q_ghost, q_vmap):
     np.testing.assert_allclose(float(a), float(b), rtol=1e-4,
                                atol=1e-5 * scale)
+
+
+RESNET50_PARAMS = 25_557_032  # torchvision resnet50
+
+
+def test_resnet50_param_count():
+  model = nnx.eval_shape(lambda: cj.models.ResNet50(rngs=nnx.Rngs(0)))
+  assert _num_params(nnx.state(model, nnx.Param)) == RESNET50_PARAMS
+
+
+def test_resnet50_output_shape_in_inference_mode():
+  model = cj.models.ResNet50(rngs=nnx.Rngs(0))
+  loss_fn, params = cj.from_nnx(model, cj.models.cross_entropy_loss)
+  assert _num_params(params) == RESNET50_PARAMS
+  x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
+  forward = jax.jit(lambda p, x: loss_fn.model(p)(x))
+  logits = forward(params, x)
+  assert logits.shape == (2, 1000)
+  assert bool(jnp.all(jnp.isfinite(logits)))
+  # BatchNorm uses running statistics: examples do not see each other.
+  np.testing.assert_allclose(forward(params, x[:1]), logits[:1], rtol=1e-4,
+                             atol=1e-5 * float(jnp.max(jnp.abs(logits))))
+
+
+def test_resnet50_auto_equals_vmap_coherence():
+  model = cj.models.ResNet50(rngs=nnx.Rngs(1))
+  loss_fn, params = cj.from_nnx(model, cj.models.cross_entropy_loss)
+  k1, k2 = jax.random.split(jax.random.key(0))
+  batch = {'image': jax.random.normal(k1, (3, 32, 32, 3)),
+           'label': jax.random.randint(k2, (3,), 0, 1000)}
+  auto = cj.coherence_stats(loss_fn, params, batch, method='auto')
+  vmap = cj.coherence_stats(loss_fn, params, batch, method='vmap')
+  np.testing.assert_allclose(float(auto.m_coherence()),
+                             float(vmap.m_coherence()), rtol=1e-4)
+  q_auto = jax.tree.leaves(auto.sum_sq_norms)
+  q_vmap = jax.tree.leaves(vmap.sum_sq_norms)
+  assert len(q_auto) == len(q_vmap) == 161  # 53 convs, 53 BNs x 2, head x 2
+  scale = max(float(q) for q in q_vmap)
+  for a, b in zip(q_auto, q_vmap):
+    np.testing.assert_allclose(float(a), float(b), rtol=1e-4,
+                               atol=1e-5 * scale)

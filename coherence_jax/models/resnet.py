@@ -1,4 +1,6 @@
-"""ResNet-18 with GroupNorm for CIFAR-shaped inputs (Flax NNX).
+"""ResNet-18-GN for CIFAR-shaped inputs and ResNet-50 for ImageNet (Flax NNX).
+
+ResNet18GN:
 
 CIFAR stem (one 3x3 conv, stride 1, no max-pool), basic blocks [2, 2, 2, 2]
 with 64/128/256/512 channels, GroupNorm (32 groups) instead of BatchNorm, so
@@ -7,6 +9,15 @@ statistics. Convs have no bias and use explicit (1, 1) padding, as PyTorch's
 `nn.Conv2d(..., padding=1)`, so that a PyTorch twin with the same weights gives
 the same outputs (stride-2 'SAME' would pad (0, 1) instead). NHWC inputs.
 11,173,962 params with 10 classes.
+
+ResNet50: torchvision's `resnet50` layout (ImageNet 224x224x3): 7x7 stride-2
+stem conv (padding 3), BatchNorm, ReLU, 3x3 stride-2 max-pool (padding 1),
+bottleneck blocks [3, 4, 6, 3] with expansion 4 and the stride on the 3x3 conv
+("v1.5"), BatchNorm after every conv, no conv bias, global average pool,
+Dense(1000). 25,557,032 params, as torchvision. BatchNorm uses torch's
+epsilon 1e-5 and momentum 0.1 (flax momentum 0.9); per-example gradients need
+it in inference mode (`from_nnx` puts the model there). Kernels use flax's
+default initializers, not torchvision's.
 """
 
 from typing import Sequence
@@ -16,6 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 _PAD1 = ((1, 1), (1, 1))
+_PAD3 = ((3, 3), (3, 3))
 
 
 def _conv3(cin: int, cout: int, stride: int, rngs: nnx.Rngs) -> nnx.Conv:
@@ -76,6 +88,86 @@ class ResNet18GN(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = jax.nn.relu(self.stem_norm(self.stem_conv(x)))
+    for block in self.blocks:
+      x = block(x)
+    x = jnp.mean(x, axis=(1, 2))
+    return self.head(x)
+
+
+def _conv1(cin: int, cout: int, stride: int, rngs: nnx.Rngs) -> nnx.Conv:
+  return nnx.Conv(cin, cout, (1, 1), strides=stride, padding='VALID',
+                  use_bias=False, rngs=rngs)
+
+
+def _bn(channels: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
+  # torch BatchNorm2d defaults: eps 1e-5, momentum 0.1 (= flax momentum 0.9).
+  return nnx.BatchNorm(channels, momentum=0.9, epsilon=1e-5, rngs=rngs)
+
+
+class Bottleneck(nnx.Module):
+  """1x1-BN-ReLU, 3x3(stride)-BN-ReLU, 1x1(x expansion)-BN, plus shortcut; ReLU.
+
+  The shortcut is the identity, or 1x1-conv(stride)-BN when the shape changes
+  (torchvision's `Bottleneck`, stride on the 3x3 conv).
+  """
+
+  def __init__(self, cin: int, width: int, stride: int, expansion: int, *,
+               rngs: nnx.Rngs):
+    cout = width * expansion
+    self.conv1 = _conv1(cin, width, 1, rngs)
+    self.norm1 = _bn(width, rngs)
+    self.conv2 = _conv3(width, width, stride, rngs)
+    self.norm2 = _bn(width, rngs)
+    self.conv3 = _conv1(width, cout, 1, rngs)
+    self.norm3 = _bn(cout, rngs)
+    if stride != 1 or cin != cout:
+      self.shortcut_conv = _conv1(cin, cout, stride, rngs)
+      self.shortcut_norm = _bn(cout, rngs)
+    else:
+      self.shortcut_conv = None
+      self.shortcut_norm = None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = jax.nn.relu(self.norm1(self.conv1(x)))
+    y = jax.nn.relu(self.norm2(self.conv2(y)))
+    y = self.norm3(self.conv3(y))
+    if self.shortcut_conv is not None:
+      x = self.shortcut_norm(self.shortcut_conv(x))
+    return jax.nn.relu(x + y)
+
+
+class ResNet50(nnx.Module):
+  """ResNet-50, BatchNorm, ImageNet stem; 25,557,032 params (1000 classes).
+
+  `widths` are the bottleneck widths of the four stages (block outputs are
+  `expansion` times wider; the stem has `widths[0]` channels); smaller widths
+  or `blocks` give a cheaper net of the same layout. Any input size >= 32
+  works (224x224 is the ImageNet shape). NHWC inputs.
+
+  `ResNet50(rngs=nnx.Rngs(0))(jnp.zeros((2, 224, 224, 3))).shape == (2, 1000)`
+  """
+
+  def __init__(self, num_classes: int = 1000, in_channels: int = 3,
+               widths: Sequence[int] = (64, 128, 256, 512),
+               blocks: Sequence[int] = (3, 4, 6, 3), expansion: int = 4, *,
+               rngs: nnx.Rngs):
+    self.stem_conv = nnx.Conv(in_channels, widths[0], (7, 7), strides=2,
+                              padding=_PAD3, use_bias=False, rngs=rngs)
+    self.stem_norm = _bn(widths[0], rngs)
+    layers = []
+    cin = widths[0]
+    for stage, (width, count) in enumerate(zip(widths, blocks)):
+      for i in range(count):
+        stride = 2 if (stage > 0 and i == 0) else 1
+        layers.append(Bottleneck(cin, width, stride, expansion, rngs=rngs))
+        cin = width * expansion
+    self.blocks = nnx.List(layers)
+    self.head = nnx.Linear(cin, num_classes, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = jax.nn.relu(self.stem_norm(self.stem_conv(x)))
+    # torch MaxPool2d(3, 2, padding=1): pads with -inf, as nnx.max_pool does.
+    x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=_PAD1)
     for block in self.blocks:
       x = block(x)
     x = jnp.mean(x, axis=(1, 2))

@@ -121,7 +121,6 @@ def mode_rss(spec):
 
 
 def mode_time(spec, reps, max_gib):
-  import statistics  # pylint: disable=g-import-not-at-top
   model_name, batch_size = spec.split('|')
   batch_size = int(batch_size)
   fns, skipped = {}, {}
@@ -131,16 +130,11 @@ def mode_time(spec, reps, max_gib):
       skipped[name] = reason
       continue
     fns[name] = runner(name, model_name, batch_size)
-  for fn in fns.values():  # warm-up: compilation, opacus/backpack hooks
-    fn()
-  times = {n: [] for n in fns}
-  for _ in range(reps):
-    for n, fn in fns.items():
-      start = time.perf_counter()
-      fn()
-      times[n].append((time.perf_counter() - start) * 1e3)
-  out = {n: {'median_ms': statistics.median(t), 'min_ms': min(t),
-             'max_ms': max(t), 'reps': len(t)} for n, t in times.items()}
+  from benchmarks import bench_torch  # pylint: disable=g-import-not-at-top
+  # warm-up once (compilation, opacus/backpack hooks), then round-robin reps.
+  out = bench_torch.time_interleaved(fns, reps)
+  for timing in out.values():
+    timing['reps'] = reps
   print(json.dumps({'times': out, 'skipped': skipped}))
 
 

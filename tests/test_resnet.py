@@ -15,6 +15,21 @@ def _num_params(params):
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
+def assert_method_matches_vmap(loss_fn, params, batch, method) -> int:
+  """m-coherence and Q per leaf of `method` equal vmap's (rtol 1e-4); #leaves."""
+  got = cj.coherence_stats(loss_fn, params, batch, method=method)
+  want = cj.coherence_stats(loss_fn, params, batch, method='vmap')
+  np.testing.assert_allclose(float(got.m_coherence()),
+                             float(want.m_coherence()), rtol=1e-4)
+  q_got = jax.tree.leaves(got.sum_sq_norms)
+  q_want = jax.tree.leaves(want.sum_sq_norms)
+  scale = max(float(q) for q in q_want)
+  for a, b in zip(q_got, q_want):
+    np.testing.assert_allclose(float(a), float(b), rtol=1e-4,
+                               atol=1e-5 * scale)
+  return len(q_got)
+
+
 def test_param_count_and_output_shape():
   model = cj.models.ResNet18GN(rngs=nnx.Rngs(0))
   _, params = cj.from_nnx(model, cj.models.cross_entropy_loss)
@@ -37,16 +52,7 @@ def test_ghost_equals_vmap_coherence():
   k1, k2 = jax.random.split(jax.random.key(0))
   batch = {'image': jax.random.normal(k1, (4, 16, 16, 3)),
            'label': jax.random.randint(k2, (4,), 0, 10)}
-  ghost = cj.coherence_stats(loss_fn, params, batch, method='ghost')
-  vmap = cj.coherence_stats(loss_fn, params, batch, method='vmap')
-  np.testing.assert_allclose(float(ghost.m_coherence()),
-                             float(vmap.m_coherence()), rtol=1e-4)
-  q_ghost = jax.tree.leaves(ghost.sum_sq_norms)
-  q_vmap = jax.tree.leaves(vmap.sum_sq_norms)
-  scale = max(float(q) for q in q_vmap)
-  for a, b in zip(q_ghost, q_vmap):
-    np.testing.assert_allclose(float(a), float(b), rtol=1e-4,
-                               atol=1e-5 * scale)
+  assert_method_matches_vmap(loss_fn, params, batch, 'ghost')
 
 
 RESNET50_PARAMS = 25_557_032  # torchvision resnet50
@@ -57,6 +63,7 @@ def test_resnet50_param_count():
   assert _num_params(nnx.state(model, nnx.Param)) == RESNET50_PARAMS
 
 
+@pytest.mark.slow
 def test_resnet50_output_shape_in_inference_mode():
   model = cj.models.ResNet50(rngs=nnx.Rngs(0))
   loss_fn, params = cj.from_nnx(model, cj.models.cross_entropy_loss)
@@ -71,20 +78,12 @@ def test_resnet50_output_shape_in_inference_mode():
                              atol=1e-5 * float(jnp.max(jnp.abs(logits))))
 
 
+@pytest.mark.slow
 def test_resnet50_auto_equals_vmap_coherence():
   model = cj.models.ResNet50(rngs=nnx.Rngs(1))
   loss_fn, params = cj.from_nnx(model, cj.models.cross_entropy_loss)
   k1, k2 = jax.random.split(jax.random.key(0))
   batch = {'image': jax.random.normal(k1, (3, 32, 32, 3)),
            'label': jax.random.randint(k2, (3,), 0, 1000)}
-  auto = cj.coherence_stats(loss_fn, params, batch, method='auto')
-  vmap = cj.coherence_stats(loss_fn, params, batch, method='vmap')
-  np.testing.assert_allclose(float(auto.m_coherence()),
-                             float(vmap.m_coherence()), rtol=1e-4)
-  q_auto = jax.tree.leaves(auto.sum_sq_norms)
-  q_vmap = jax.tree.leaves(vmap.sum_sq_norms)
-  assert len(q_auto) == len(q_vmap) == 161  # 53 convs, 53 BNs x 2, head x 2
-  scale = max(float(q) for q in q_vmap)
-  for a, b in zip(q_auto, q_vmap):
-    np.testing.assert_allclose(float(a), float(b), rtol=1e-4,
-                               atol=1e-5 * scale)
+  num_leaves = assert_method_matches_vmap(loss_fn, params, batch, 'auto')
+  assert num_leaves == 161  # 53 convs, 53 BNs x 2, head x 2

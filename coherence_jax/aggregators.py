@@ -132,17 +132,8 @@ def winsorized_mean(c: int,
     c: number of values clipped at each end, per coordinate.
     axis_name: reserved for multi-device use; must be None for now.
   """
-  _check_c(c, 'winsorized_mean')
-  _check_axis_name(axis_name)
-
-  def check(size):
-    if 2 * c + 1 > size:
-      raise ValueError(
-          f'winsorized_mean: c={c} needs at least 2c+1 = {2 * c + 1} examples, '
-          f'got B={size}; use c <= {(size - 1) // 2} or a larger batch.')
-
-  return _per_example('winsorized_mean',
-                      lambda x: order_stats.winsorized_mean(x, c), check)
+  return _order_statistic_transform('winsorized_mean', c, axis_name,
+                                    order_stats.winsorized_mean)
 
 
 def trimmed_mean(c: int,
@@ -156,17 +147,22 @@ def trimmed_mean(c: int,
     c: number of values dropped at each end, per coordinate (2c + 1 <= B).
     axis_name: reserved for multi-device use; must be None for now.
   """
-  _check_c(c, 'trimmed_mean')
+  return _order_statistic_transform('trimmed_mean', c, axis_name,
+                                    order_stats.trimmed_mean)
+
+
+def _order_statistic_transform(name, c, axis_name, reduce_fn):
+  """A per-example transform reducing each leaf with reduce_fn(x, c)."""
+  _check_c(c, name)
   _check_axis_name(axis_name)
 
   def check(size):
     if 2 * c + 1 > size:
       raise ValueError(
-          f'trimmed_mean: c={c} needs at least 2c+1 = {2 * c + 1} examples, '
+          f'{name}: c={c} needs at least 2c+1 = {2 * c + 1} examples, '
           f'got B={size}; use c <= {(size - 1) // 2} or a larger batch.')
 
-  return _per_example('trimmed_mean',
-                      lambda x: order_stats.trimmed_mean(x, c), check)
+  return _per_example(name, lambda x: reduce_fn(x, c), check)
 
 
 def median_of_means(num_groups: int,

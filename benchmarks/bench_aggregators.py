@@ -15,7 +15,6 @@ robust_grad.winsorized_mean_grad at B = 256 and B = 4096, micro-batch 128.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 

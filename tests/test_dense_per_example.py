@@ -5,7 +5,6 @@ import pytest
 
 import jax
 import jax.numpy as jnp
-import optax
 
 import coherence_jax as cj
 from coherence_jax import aggregators

@@ -1,7 +1,6 @@
 """The demo experiment end to end on a tiny config; crash and resume."""
 
 import json
-import os
 
 import numpy as np
 import pytest

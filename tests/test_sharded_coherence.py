@@ -1,7 +1,6 @@
 """coherence_stats inside jax.shard_map and jax.pmap equals one device."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P

@@ -21,8 +21,7 @@ Methods (per-example gradient g_i of the per-example loss ℓ_i;
 import argparse
 import json
 import os
-import statistics
-import time
+import sys
 import warnings
 from typing import Callable, Dict
 
@@ -263,17 +262,10 @@ def make_case(name: str, model, x, y) -> Callable[[], torch.Tensor]:
 
 
 def time_interleaved(fns: Dict[str, Callable], reps: int, warmup: int = 1):
-  for fn in fns.values():
-    for _ in range(warmup):
-      fn()
-  times = {n: [] for n in fns}
-  for _ in range(reps):
-    for n, fn in fns.items():
-      start = time.perf_counter()
-      fn()
-      times[n].append((time.perf_counter() - start) * 1e3)
-  return {n: {'median_ms': statistics.median(t), 'min_ms': min(t),
-              'max_ms': max(t)} for n, t in times.items()}
+  """harness.time_interleaved for torch cases (each synchronises itself)."""
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from benchmarks import harness  # pylint: disable=g-import-not-at-top
+  return harness.time_interleaved(fns, reps, warmup, sync=lambda out: out)
 
 
 def main():

@@ -16,31 +16,23 @@ from typing import Any, Callable, Dict, List, Sequence
 import jax
 
 
-def time_call(fn: Callable[[], Any], reps: int = 10,
-              warmup: int = 2) -> Dict[str, float]:
-  """Median / min / max wall time in ms of `fn()` with results blocked on."""
-  for _ in range(warmup):
-    jax.block_until_ready(fn())
-  times = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append((time.perf_counter() - start) * 1e3)
-  return {'median_ms': statistics.median(times), 'min_ms': min(times),
-          'max_ms': max(times)}
-
-
 def time_interleaved(fns: Dict[str, Callable[[], Any]], reps: int = 10,
-                     warmup: int = 2) -> Dict[str, Dict[str, float]]:
-  """Times several functions round-robin so that load changes hit all alike."""
+                     warmup: int = 2, sync: Callable[[Any], Any] = None
+                     ) -> Dict[str, Dict[str, float]]:
+  """Times several functions round-robin so that load changes hit all alike.
+
+  `sync(result)` waits for the result (default `jax.block_until_ready`; pass
+  `lambda r: r` for functions that synchronise themselves, e.g. torch ones).
+  """
+  sync = sync or jax.block_until_ready
   for fn in fns.values():
     for _ in range(warmup):
-      jax.block_until_ready(fn())
+      sync(fn())
   times: Dict[str, List[float]] = {name: [] for name in fns}
   for _ in range(reps):
     for name, fn in fns.items():
       start = time.perf_counter()
-      jax.block_until_ready(fn())
+      sync(fn())
       times[name].append((time.perf_counter() - start) * 1e3)
   return {name: {'median_ms': statistics.median(t), 'min_ms': min(t),
                  'max_ms': max(t)} for name, t in times.items()}

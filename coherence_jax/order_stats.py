@@ -31,6 +31,8 @@ from typing import Any, NamedTuple, Tuple
 import jax
 import jax.numpy as jnp
 
+from coherence_jax import reductions
+
 # Above these sizes the unrolled networks cost more to compile than they save.
 MAX_NETWORK_C = 8       # winsorized / trimmed mean: c largest + c smallest.
 MAX_NETWORK_SORT = 16   # full sort of n values (medians of few groups).
@@ -197,10 +199,7 @@ def _sum_rows(x) -> jax.Array:
   """Sum over the leading axis as a ones-vector matmul (faster on XLA:CPU)."""
   if isinstance(x, LazyRows):
     return x.sum_rows()
-  flat = x.reshape(x.shape[0], -1)
-  ones = jnp.ones((x.shape[0],), x.dtype)
-  total = jnp.matmul(ones, flat, precision=jax.lax.Precision.HIGHEST)
-  return total.reshape(x.shape[1:])
+  return reductions.sum_over_examples(x)
 
 
 def mean(x: jax.Array) -> jax.Array:

@@ -62,6 +62,14 @@ def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(size)
 
 
+def batch_indices(seed: int, step: int, batch_size: int,
+                  size: int) -> np.ndarray:
+  """Indices of step `step`'s batch: epochs reshuffle, the remainder is dropped."""
+  steps_per_epoch = size // batch_size
+  order = epoch_order(seed, step // steps_per_epoch, size)
+  return order[(step % steps_per_epoch) * batch_size:][:batch_size]
+
+
 def measurement_row(step: int, steps_per_epoch: int,
                     stats: cj.CoherenceStats) -> Dict[str, Any]:
   report = stats.report()
@@ -134,8 +142,7 @@ def run_label_mode(config: ml_collections.ConfigDict, workdir: str, mode: str,
   accuracy = accuracy_fn(loss_fn)
 
   def train_step(state, step):
-    order = epoch_order(config.seed, step // steps_per_epoch, size)
-    idx = order[(step % steps_per_epoch) * batch_size:][:batch_size]
+    idx = batch_indices(config.seed, step, batch_size, size)
     batch = {'image': images[idx], 'label': train_labels[idx]}
     params, opt_state = sgd_step(state['params'], state['opt_state'], batch)
     return {'params': params, 'opt_state': opt_state}

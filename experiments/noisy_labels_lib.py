@@ -84,8 +84,7 @@ def run_aggregator(config: ml_collections.ConfigDict, workdir: str, spec: str,
             'opt_state': opt_state}
 
   def train_step(state, step):
-    order = coherence_run.epoch_order(config.seed, step // steps_per_epoch, size)
-    idx = order[(step % steps_per_epoch) * batch_size:][:batch_size]
+    idx = coherence_run.batch_indices(config.seed, step, batch_size, size)
     return update(state, {'image': images[idx], 'label': labels[idx]})
 
   def measure(state, step):

@@ -3,9 +3,7 @@
 import jax
 from flax import nnx
 
-
-def _max_pool(x: jax.Array) -> jax.Array:
-  return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+from coherence_jax.models.pooling import max_pool
 
 
 class CNN(nnx.Module):
@@ -23,7 +21,7 @@ class CNN(nnx.Module):
     self.dense2 = nnx.Linear(128, num_classes, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = _max_pool(jax.nn.relu(self.conv1(x)))
-    x = _max_pool(jax.nn.relu(self.conv2(x)))
+    x = max_pool(jax.nn.relu(self.conv1(x)), (2, 2))
+    x = max_pool(jax.nn.relu(self.conv2(x)), (2, 2))
     x = x.reshape((x.shape[0], -1))
     return self.dense2(jax.nn.relu(self.dense1(x)))

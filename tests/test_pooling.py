@@ -1,0 +1,48 @@
+"""models.pooling.max_pool against nnx.max_pool (select_and_scatter)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from coherence_jax.models.pooling import max_pool
+
+
+def _reference(x, window):
+  return nnx.max_pool(x, window_shape=window, strides=window)
+
+
+@pytest.mark.parametrize('shape,window', [
+    ((3, 28, 28, 5), (2, 2)),
+    ((2, 15, 9, 4), (2, 2)),     # odd sizes: trailing row/column dropped
+    ((2, 12, 12, 3), (3, 2)),
+    ((4, 10, 6), (2,)),          # 1-D
+    ((2, 4, 6, 8, 3), (2, 3, 2)),  # 3-D
+])
+def test_values_and_gradient_match_nnx_max_pool(shape, window):
+  x = jax.random.normal(jax.random.key(0), shape)  # ties have probability 0
+  np.testing.assert_array_equal(max_pool(x, window), _reference(x, window))
+  cot = jax.random.normal(jax.random.key(1), _reference(x, window).shape)
+  grad = jax.vjp(lambda v: max_pool(v, window), x)[1](cot)[0]
+  want = jax.vjp(lambda v: _reference(v, window), x)[1](cot)[0]
+  np.testing.assert_array_equal(grad, want)
+
+
+def test_ties_split_the_cotangent_and_relu_hides_the_difference():
+  x = jnp.array([[[[0.0], [0.0]], [[-1.0], [-2.0]]]])  # [1, 2, 2, 1]
+  grad = jax.grad(lambda v: jnp.sum(max_pool(v, (2, 2))))(x)
+  np.testing.assert_array_equal(grad[0, :, :, 0], [[0.5, 0.5], [0.0, 0.0]])
+  relu_pool = lambda pool: jax.grad(
+      lambda v: jnp.sum(pool(jax.nn.relu(v), (2, 2))))(x)
+  np.testing.assert_array_equal(relu_pool(max_pool), relu_pool(_reference))
+
+
+@pytest.mark.parametrize('window,match', [
+    ((2,), 'one positive size per spatial'),
+    ((2, 0), 'one positive size per spatial'),
+    ((8, 2), 'larger than the spatial'),
+])
+def test_bad_window_is_a_clear_error(window, match):
+  with pytest.raises(ValueError, match=match):
+    max_pool(jnp.zeros((1, 4, 4, 1)), window)

@@ -7,7 +7,8 @@ For the benchmark CNN (421,642 params, 28x28x1) at each batch size, prints a
 markdown table: wall time (median, min-max over interleaved reps, so load on
 the shared CPU hits every method alike) and its ratio to a plain `jax.grad` of
 the mean loss in the same run; XLA's compiled temp+output bytes and their
-ratio; the peak RSS of a fresh process running only that case, and that peak
+ratio; the peak RSS of a fresh process running only that case (median of
+--rss_runs processes) and its ratio, and that peak
 above a fresh process that only built the problem ('idle'), with its ratio;
 and the peak RSS growth while executing only (after `lower().compile()` the
 peak is reset through /proc/self/clear_refs), which leaves out what the
@@ -16,6 +17,7 @@ compiler keeps (the compiled program, caches).
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -33,6 +35,8 @@ from benchmarks import harness
 
 _BATCHES = flags.DEFINE_list('batches', ['128', '512'], 'Batch sizes.')
 _REPS = flags.DEFINE_integer('reps', 10, 'Timed repetitions per case.')
+_RSS_RUNS = flags.DEFINE_integer(
+    'rss_runs', 3, 'Fresh processes per case for the memory columns (median).')
 _CASE = flags.DEFINE_string('case', None, 'Run one case "name:batch" and print '
                             'its peak RSS (used for fresh processes).')
 
@@ -92,10 +96,15 @@ def _reset_peak_rss() -> float:
 
 
 def _fresh_process(spec: str):
-  out = subprocess.run([sys.executable, __file__, f'--case={spec}'],
-                       check=True, capture_output=True, text=True)
-  result = json.loads(out.stdout.strip().splitlines()[-1])
-  return result['peak_rss_mib'], result['run_rss_mib']
+  """Median (peak RSS, run-only RSS) over --rss_runs fresh processes."""
+  peaks, runs = [], []
+  for _ in range(_RSS_RUNS.value):
+    out = subprocess.run([sys.executable, __file__, f'--case={spec}'],
+                         check=True, capture_output=True, text=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    peaks.append(result['peak_rss_mib'])
+    runs.append(result['run_rss_mib'])
+  return statistics.median(peaks), statistics.median(runs)
 
 
 def main(argv):
@@ -117,20 +126,22 @@ def main(argv):
       xla = harness.compiled_bytes(fn, params, batch) / 2**20
       rss, run = _fresh_process(f'{name}:{batch_size}')
       if not base:
-        base = {'t': t['median_ms'], 'xla': xla, 'rss': rss - idle, 'run': run}
+        base = {'t': t['median_ms'], 'xla': xla, 'peak': rss,
+                'rss': rss - idle, 'run': run}
       rows.append([
           batch_size, name, f"{t['median_ms']:.1f}",
           f"{t['min_ms']:.1f}-{t['max_ms']:.1f}",
           f"{t['median_ms'] / base['t']:.2f}x",
           f'{xla:.1f}', f"{xla / base['xla']:.3f}x",
-          f'{rss:.0f}', f'{rss - idle:.0f}',
+          f'{rss:.0f}', f"{rss / base['peak']:.2f}x", f'{rss - idle:.0f}',
           f"{(rss - idle) / base['rss']:.2f}x",
           f'{run:.0f}', f"{run / base['run']:.2f}x"])
   print(f'jax {jax.__version__} on {jax.devices()[0].platform}, '
-        f'{os.cpu_count()} CPUs (shared), {_REPS.value} reps interleaved')
+        f'{os.cpu_count()} CPUs (shared), {_REPS.value} reps interleaved, '
+        f'memory columns the median of {_RSS_RUNS.value} fresh processes')
   print(harness.markdown_table(
       ['batch', 'case', 'median ms', 'min-max ms', 'time / plain',
-       'XLA temp+out MiB', 'XLA / plain', 'peak RSS MiB',
+       'XLA temp+out MiB', 'XLA / plain', 'peak RSS MiB', 'peak / plain',
        'RSS above idle MiB', 'above idle / plain', 'run-only RSS MiB',
        'run-only / plain'], rows))
 

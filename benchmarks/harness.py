@@ -6,6 +6,7 @@ of a fresh process that runs one case (`peak_rss_of`).
 """
 
 import json
+import random
 import resource
 import statistics
 import subprocess
@@ -21,16 +22,22 @@ def time_interleaved(fns: Dict[str, Callable[[], Any]], reps: int = 10,
                      ) -> Dict[str, Dict[str, float]]:
   """Times several functions round-robin so that load changes hit all alike.
 
-  `sync(result)` waits for the result (default `jax.block_until_ready`; pass
-  `lambda r: r` for functions that synchronise themselves, e.g. torch ones).
+  Each round runs them in a fresh seeded shuffle, so that no function always
+  follows the same one (a method that streams GiBs evicts the caches of the
+  next). `sync(result)` waits for the result (default
+  `jax.block_until_ready`; pass `lambda r: r` for functions that synchronise
+  themselves, e.g. torch ones).
   """
   sync = sync or jax.block_until_ready
   for fn in fns.values():
     for _ in range(warmup):
       sync(fn())
   times: Dict[str, List[float]] = {name: [] for name in fns}
+  order, shuffle = list(fns), random.Random(0).shuffle
   for _ in range(reps):
-    for name, fn in fns.items():
+    shuffle(order)
+    for name in order:
+      fn = fns[name]
       start = time.perf_counter()
       sync(fn())
       times[name].append((time.perf_counter() - start) * 1e3)

@@ -92,8 +92,20 @@ def all_methods():
   return list(JAX_METHODS) + list(bt.TORCH_METHODS)
 
 
+# Optional torch libraries per method, so that a machine without them (e.g. an
+# offline GPU image with torch alone) still gets the other rows.
+NEEDS = {'torch alpha opacus': 'opacus', 'torch alpha backpack': 'backpack'}
+
+
+def installed(module: str) -> bool:
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  return importlib.util.find_spec(module) is not None
+
+
 def skip_reason(name, model_name, batch_size, max_gib):
   import bench_torch as bt  # pylint: disable=g-import-not-at-top
+  if name in NEEDS and not installed(NEEDS[name]):
+    return f'skipped: {NEEDS[name]} is not installed'
   if name == 'torch alpha backpack' and model_name == 'resnet18gn':
     return ('unsupported: BackPACK 1.7.1 BatchL2Grad has no GroupNorm '
             'extension')
@@ -165,11 +177,14 @@ def mode_agree(batch_size=128):
   import copy  # pylint: disable=g-import-not-at-top
   s2, q = bt.vmap_stats(copy.deepcopy(model), x, y)
   out['torch vmap'] = float(s2 / q)
-  from opacus import GradSampleModule  # pylint: disable=g-import-not-at-top
-  s2, q = bt.opacus_stats(GradSampleModule(copy.deepcopy(model), loss_reduction='sum'), x, y)
-  out['torch opacus'] = float(s2 / q)
-  s2, q = bt.backpack_stats(*bt.backpack_extend(copy.deepcopy(model)), x, y)
-  out['torch backpack'] = float(s2 / q)
+  if installed('opacus'):
+    from opacus import GradSampleModule  # pylint: disable=g-import-not-at-top
+    s2, q = bt.opacus_stats(
+        GradSampleModule(copy.deepcopy(model), loss_reduction='sum'), x, y)
+    out['torch opacus'] = float(s2 / q)
+  if installed('backpack'):
+    s2, q = bt.backpack_stats(*bt.backpack_extend(copy.deepcopy(model)), x, y)
+    out['torch backpack'] = float(s2 / q)
   ref = out['jax auto']
   out['max rel diff vs jax auto'] = max(
       abs(v - ref) / abs(ref) for k, v in out.items()

@@ -3,13 +3,26 @@
 # examples/second of plain / α / robust-aggregation steps for the JAX models.
 #
 #   bash benchmarks/gpu.sh              # on a GPU machine: venv, installs, runs
+#   INSTALL=0 bash benchmarks/gpu.sh    # offline GPU image that already has
+#                                       # jax (CUDA), flax, optax, torch: no
+#                                       # venv, no downloads (see below)
 #   bash benchmarks/gpu.sh --dry-run    # here (CPU): tiny shapes, existing .venv,
 #                                       # no installs; checks the JAX part runs
 #
-# Env: PYTHON (interpreter for the venv, default python3), VENV (default
-# .venv-gpu), JAX_SPEC (default "jax[cuda12]"), TORCH_INDEX (PyTorch wheel
-# index for a CUDA torch, default https://download.pytorch.org/whl/cu126),
-# TORCH_VERSION (default 2.13.0), OUT (default benchmarks/gpu_results).
+# Env: PART (table | throughput | all, default all), PYTHON (interpreter,
+# default python3), VENV (default .venv-gpu),
+# JAX_SPEC (default "jax[cuda12]"), TORCH_INDEX (PyTorch wheel index for a
+# CUDA torch, default https://download.pytorch.org/whl/cu126), TORCH_VERSION
+# (default 2.13.0), OUT (default benchmarks/gpu_results).
+# INSTALL=0: runs $PYTHON as it is with the repo on PYTHONPATH (the core needs
+# only jax, flax, optax, numpy; the table also torch and matplotlib), after
+# installing any wheels found in WHEELS (default .whl) into /tmp/gpu_site with
+# --no-index. BackPACK and Opacus rows are skipped when those are missing; to
+# have them offline, fetch their wheels beforehand where pip works, e.g. for a
+# Python 3.12 image:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux2014_x86_64 -d .whl \
+#     backpack-for-pytorch==1.7.1 opacus==1.6.0 unfoldNd
 #
 # Output: $OUT/README_side_by_side_gpu.md, $OUT/side_by_side_gpu.png,
 # $OUT/throughput.md. The throughput part runs the CNN, ResNet-18-GN and
@@ -26,8 +39,19 @@ OUT=${OUT:-benchmarks/gpu_results}
 mkdir -p "$OUT"
 
 if [[ $DRY == 1 ]]; then
-  PY=${PY:-.venv/bin/python}
+  INSTALL=${INSTALL:-0}
+  PYTHON=${PYTHON:-${PY:-.venv/bin/python}}
   export JAX_PLATFORMS=cpu
+fi
+if [[ "${INSTALL:-1}" == 0 ]]; then
+  PY=${PYTHON:-python3}
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  WHEELS=${WHEELS:-.whl}
+  if compgen -G "$WHEELS/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade \
+        --target /tmp/gpu_site "$WHEELS"/*.whl
+    export PYTHONPATH="/tmp/gpu_site:$PYTHONPATH"
+  fi
 else
   VENV=${VENV:-.venv-gpu}
   "${PYTHON:-python3}" -m venv "$VENV"
@@ -41,13 +65,20 @@ else
       --index-url "${TORCH_INDEX:-https://download.pytorch.org/whl/cu126}"
   "$PY" -m pip install --no-deps backpack-for-pytorch==1.7.1 opacus==1.6.0
   "$PY" -m pip install einops unfoldNd scipy opt-einsum
-  "$PY" -c 'import jax, torch; print(jax.devices(), torch.cuda.is_available())'
+fi
+"$PY" -c 'import jax, flax, optax; print("jax", jax.__version__, jax.devices(), "flax", flax.__version__, "optax", optax.__version__)'
+if [[ $DRY == 0 ]]; then
+  "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
   export BENCH_TORCH_DEVICE=cuda
   export XLA_PYTHON_CLIENT_PREALLOCATE=false  # let torch and JAX share the GPU
 fi
 
+# PART=table or PART=throughput runs one half, to split the run over shorter
+# commands (e.g. 10-minute slots on a lent machine); default both.
+PART=${PART:-all}
+
 # 1. The side-by-side table (same script as on CPU; bigger batches fit).
-if [[ $DRY == 0 ]]; then
+if [[ $DRY == 0 && $PART != throughput ]]; then
   "$PY" benchmarks/bench_side_by_side.py --reps=20 --max_gib=100 \
       --configs=cnn:128,cnn:512,resnet18gn:32,resnet18gn:128 \
       --out_md="$OUT/README_side_by_side_gpu.md" \
@@ -55,6 +86,7 @@ if [[ $DRY == 0 ]]; then
 fi
 
 # 2. JAX throughput: plain step, α vmap, α ghost, winsorized step, MoM step.
+[[ $PART == table ]] && { echo "results in $OUT"; exit 0; }
 DRY=$DRY "$PY" - "$OUT/throughput.md" <<'PYEOF'
 import os, sys, time, statistics
 import jax, jax.numpy as jnp, optax

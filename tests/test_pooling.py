@@ -46,3 +46,14 @@ def test_ties_split_the_cotangent_and_relu_hides_the_difference():
 def test_bad_window_is_a_clear_error(window, match):
   with pytest.raises(ValueError, match=match):
     max_pool(jnp.zeros((1, 4, 4, 1)), window)
+
+
+def test_cnn_gradient_has_no_select_and_scatter():
+  """The benchmark CNN pools with max_pool, whose gradient XLA fuses."""
+  import coherence_jax as cj  # pylint: disable=g-import-not-at-top
+  loss_fn, params = cj.from_nnx(cj.models.CNN(rngs=nnx.Rngs(0)),
+                                cj.models.cross_entropy_loss)
+  batch = {'image': jnp.zeros((2, 28, 28, 1)), 'label': jnp.zeros((2,), int)}
+  grad = jax.jit(jax.grad(lambda p, b: jnp.mean(loss_fn(p, b))))
+  text = grad.lower(params, batch).as_text()
+  assert 'reduce_window' not in text and 'select_and_scatter' not in text

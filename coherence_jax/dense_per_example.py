@@ -13,7 +13,7 @@ out transposed, which made the network read them strided: 2x slower).
 How: one `jax.vmap` over examples of `jax.grad` of the example's loss with
 respect to (every other param, a zero perturbation added to each Dense
 layer's output). Each eligible `nnx.Linear` of the NNX model is intercepted
-for that call (ghost.py's machinery): its input a is captured and the
+for that call (layer_hooks.py): its input a is captured and the
 perturbation is added to its output, so the perturbation's gradient is δ.
 The Dense kernels themselves are not differentiated.
 
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from coherence_jax import batching
-from coherence_jax import ghost
+from coherence_jax import layer_hooks
 from coherence_jax import nnx_bridge
 from coherence_jax import order_stats
 from coherence_jax import per_example
@@ -108,17 +108,18 @@ def _dense_layers(loss_fn, params, batch, size) -> Dict[tuple, Tuple[str, ...]]:
         x = args[0] if args else None
         calls[path].append((getattr(x, 'shape', None), bool(kwargs)
                             or len(args) != 1))
-        p = {n: ghost._get(p_in, path + (n,)) for n in found[path]}  # pylint: disable=protected-access
-        return ghost._pure_apply(module, base_call, kwargs)(p, x)  # pylint: disable=protected-access
+        p = {n: layer_hooks.get_path(p_in, path + (n,)) for n in found[path]}
+        return layer_hooks.pure_apply(module, base_call, kwargs)(p, x)
       return hook
 
-    with ghost._intercepted([(nodes[path], hook_for(path)) for path in found]):  # pylint: disable=protected-access
+    hooked = [(nodes[path], hook_for(path)) for path in found]
+    with layer_hooks.intercepted(hooked):
       return jnp.sum(loss_fn.loss(model, chunk))
 
   closed = jax.make_jaxpr(traced)(params, params, batch)
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   tied = set()
-  for i in ghost._depends_on(closed, len(flat)):  # pylint: disable=protected-access
+  for i in layer_hooks.inputs_reaching_outputs(closed, len(flat)):
     path = tuple(_key(k) for k in flat[i][0])
     if path[:-1] in found:
       tied.add(path[:-1])
@@ -153,9 +154,9 @@ def factored_grads(loss_fn, params: PyTree, batch: PyTree) -> PyTree:
   leaves = [leaf for _, leaf in flat]
   is_dense = [p[:-1] in dense and p[-1] in dense[p[:-1]] for p in paths]
   other = [leaf for leaf, d in zip(leaves, is_dense) if not d]
-  out_dim = {path: ghost._get(params, path + ('kernel',)).shape[1]  # pylint: disable=protected-access
+  out_dim = {path: layer_hooks.get_path(params, path + ('kernel',)).shape[1]
              for path in dense}
-  dtype = jnp.result_type(*[ghost._get(params, path + ('kernel',))  # pylint: disable=protected-access
+  dtype = jnp.result_type(*[layer_hooks.get_path(params, path + ('kernel',))
                             for path in dense])
 
   def example_loss(other, eps, example):
@@ -171,7 +172,8 @@ def factored_grads(loss_fn, params: PyTree, batch: PyTree) -> PyTree:
         return base_call(module, *args, **kwargs) + eps[path]
       return hook
 
-    with ghost._intercepted([(nodes[path], hook_for(path)) for path in dense]):  # pylint: disable=protected-access
+    hooked = [(nodes[path], hook_for(path)) for path in dense]
+    with layer_hooks.intercepted(hooked):
       loss = loss_fn.loss(model, jax.tree.map(lambda x: x[None], example))[0]
     return loss, captured
 

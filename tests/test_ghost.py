@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 import coherence_jax as cj
 from coherence_jax import ghost
+from coherence_jax import ghost_rules
 from coherence_jax import reductions
 
 RTOL = 1e-4
@@ -85,7 +86,7 @@ def assert_forms_match_vmap(loss_fn, params, batch, forms=(None,),
   def every_form(p, b):
     out = []
     for form in forms:
-      with ghost.force_form(form):
+      with ghost_rules.force_form(form):
         out.append(ghost._chunk_grads_and_norms(  # pylint: disable=protected-access
             loss_fn, p, b, method, None))
     return out
@@ -372,15 +373,15 @@ def test_not_nnx_loss_fn():
 
 
 def test_choose_form_cost_model():
-  assert ghost.choose_form(1, 784, 128) == 'outer'
-  assert ghost.choose_form(49, 4608, 512) == 'gram'
-  assert ghost.choose_form(196, 288, 64) == 'materialize'
-  assert ghost.choose_form(49, 4608, 512, gram_ok=False) == 'materialize'
+  assert ghost_rules.choose_form(1, 784, 128) == 'outer'
+  assert ghost_rules.choose_form(49, 4608, 512) == 'gram'
+  assert ghost_rules.choose_form(196, 288, 64) == 'materialize'
+  assert ghost_rules.choose_form(49, 4608, 512, gram_ok=False) == 'materialize'
 
 
 def test_example_chunks_with_remainder(monkeypatch):
   """Materialized grads are formed a few examples at a time (lax.map + tail)."""
-  monkeypatch.setattr(ghost, '_CHUNK_FLOATS', 2000)  # conv: 3 chunks of 2 + 1
+  monkeypatch.setattr(ghost_rules, '_CHUNK_FLOATS', 2000)  # conv: 3 chunks of 2 + 1
   model = Stack(nnx.Conv(3, 4, (3, 3), strides=2, padding='SAME', rngs=rngs()),
                 nnx.Linear(4, 3, rngs=rngs()))
   loss_fn, params = cj.from_nnx(model, smooth_loss)

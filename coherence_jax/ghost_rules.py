@@ -1,0 +1,278 @@
+"""Per-layer rules of ghost norms: ‖A_iᵀ Δ_i‖² per example, and the layer's S.
+
+A rule gets the layer's pure `apply(p, x)`, its params p (dict name -> array),
+input x, output cotangent dz and the standard cotangents dp_std; it returns the
+params cotangent (= S of the layer) and {name: [B] squared norms}.
+`ghost_layer` wraps `apply` in a `jax.custom_vjp` whose backward runs the rule
+and returns the norms as the cotangent of dummy [B] inputs. The form per layer
+('outer', 'gram' or 'materialize') is the cheaper one (`choose_form`).
+
+Example:
+  >>> choose_form(196, 288, 64)   # conv2 of the benchmark CNN
+  'materialize'
+"""
+
+import contextlib
+import contextvars
+import itertools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from coherence_jax import batching
+from coherence_jax import reductions
+
+FORMS = ('outer', 'gram', 'materialize')
+
+# Forces one form for every layer where it applies (tests and benchmarks).
+_FORCE_FORM: contextvars.ContextVar = contextvars.ContextVar(
+    'coherence_jax_ghost_force_form', default=None)
+
+
+@contextlib.contextmanager
+def force_form(form: Optional[str]):
+  """Makes every traced layer use `form` ('gram' or 'materialize') where it can.
+
+  Only affects functions traced inside the context (use a fresh `jax.jit`).
+
+  Example:
+    >>> with force_form('gram'):
+    ...   q = jax.jit(sq_norms_unjitted, static_argnums=0)(loss_fn, params, batch)
+  """
+  if form not in (None, 'gram', 'materialize'):
+    raise ValueError(f"form: got {form!r}; pass 'gram', 'materialize' or None.")
+  token = _FORCE_FORM.set(form)
+  try:
+    yield
+  finally:
+    _FORCE_FORM.reset(token)
+
+
+def choose_form(positions: int, d_in: int, d_out: int,
+                gram_ok: bool = True) -> str:
+  """Cheaper way to get ‖A_iᵀ Δ_i‖² for A_i [T, d_in], Δ_i [T, d_out].
+
+  'outer' for T = 1, 'gram' when T²(d_in + d_out) ≤ T d_in d_out, else
+  'materialize' (form the per-example gradient; its sum is the batch grad).
+
+  >>> choose_form(1, 784, 128), choose_form(49, 4608, 512), choose_form(196, 288, 64)
+  ('outer', 'gram', 'materialize')
+  """
+  forced = _FORCE_FORM.get()
+  if positions == 1 and forced is None:
+    return 'outer'
+  if not gram_ok:
+    return 'materialize'
+  if forced is not None:
+    return forced
+  gram = positions * positions * (d_in + d_out)
+  return 'gram' if gram <= positions * d_in * d_out else 'materialize'
+
+
+# ----------------------------------------------------------- per-layer rules
+
+def f32(x):
+  return x.astype(jnp.float32)
+
+
+def _sq_norms_of_product(a: jax.Array, d: jax.Array, form: str):
+  """Per-example ‖a_iᵀ d_i‖² for a [B, T, K], d [B, T, N]; also the grads if formed."""
+  if form == 'outer':
+    return jnp.sum(a * a, (1, 2)) * jnp.sum(d * d, (1, 2)), None
+  if form == 'gram':
+    aa = jnp.einsum('btk,bsk->bts', a, a)
+    dd = jnp.einsum('btn,bsn->bts', d, d)
+    return jnp.sum(aa * dd, (1, 2)), None
+  g = jnp.einsum('btk,btn->bkn', a, d)
+  return reductions.per_example_sq_norm(g), g
+
+
+def _per_example_param_grads(apply, p, x, dz, names):
+  """Per-example grads of the layer's params `names`: vmap over examples."""
+  fixed = {k: v for k, v in p.items() if k not in names}
+
+  def one(xi, dzi):
+    f = lambda sub: apply({**fixed, **sub}, xi[None])
+    _, vjp = jax.vjp(f, {k: p[k] for k in names})
+    return vjp(dzi[None])[0]
+
+  return jax.vmap(one)(x, dz)
+
+
+def _materialized(apply, p, x, dz, names, dp):
+  """Fills dp and returns norms for `names` from per-example grads."""
+  grads = _per_example_param_grads(apply, p, x, dz, names)
+  q = {}
+  for name in names:
+    g = f32(grads[name])
+    q[name] = reductions.per_example_sq_norm(g)
+    dp[name] = reductions.sum_over_examples(g).astype(p[name].dtype)
+  return q
+
+
+def _bias_rule(d, p, dp, q):
+  if 'bias' in p:
+    gb = jnp.sum(d, 1)
+    q['bias'] = reductions.per_example_sq_norm(gb)
+    dp['bias'] = reductions.sum_over_examples(gb).astype(p['bias'].dtype)
+
+
+def _linear_rule(info, apply, p, x, dz, dp_std):
+  del info, apply
+  size = x.shape[0]
+  a = f32(x).reshape(size, -1, x.shape[-1])
+  d = f32(dz).reshape(size, -1, dz.shape[-1])
+  dp, q = dict(dp_std), {}
+  positions, d_in, d_out = a.shape[1], a.shape[2], d.shape[2]
+  form = choose_form(positions, d_in, d_out)
+  if form == 'materialize':
+    def part(a, d):
+      g = _sq_norms_of_product(a, d, form)[1]
+      return reductions.sum_over_examples(g), reductions.per_example_sq_norm(g)
+    s, q['kernel'] = _over_example_chunks(
+        part, (a, d), positions * (d_in + d_out) + d_in * d_out)
+    dp['kernel'] = s.astype(p['kernel'].dtype)
+  else:
+    q['kernel'] = _sq_norms_of_product(a, d, form)[0]
+  _bias_rule(d, p, dp, q)
+  return dp, q
+
+
+def _conv_patches(info, x):
+  """im2col of the conv input by strided slices: [B, T, K], K = (*window, c_in).
+
+  Matches nnx.Conv's layout, so Σ_t patchesᵀ Δ reshapes to the kernel. Pure data
+  movement (lax.conv_general_dilated_patches is a conv with a one-hot kernel,
+  several times the FLOPs of the layer itself on XLA:CPU).
+  """
+  window, strides = info['kernel_size'], info['strides']
+  in_dil, k_dil = info['input_dilation'], info['kernel_dilation']
+  spatial = x.shape[1:-1]
+  dilated_in = [(n - 1) * d + 1 for n, d in zip(spatial, in_dil)]
+  dilated_k = [(k - 1) * d + 1 for k, d in zip(window, k_dil)]
+  padding = info['padding']
+  if isinstance(padding, str):
+    padding = jax.lax.padtype_to_pads(dilated_in, dilated_k, strides, padding)
+  x = jax.lax.pad(f32(x), 0.0, [(0, 0, 0)] + [
+      (lo, hi, d - 1) for (lo, hi), d in zip(padding, in_dil)] + [(0, 0, 0)])
+  out = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:-1], dilated_k, strides)]
+  cols = []
+  for offset in itertools.product(*[range(k) for k in window]):
+    start = [o * d for o, d in zip(offset, k_dil)]
+    cols.append(jax.lax.slice(
+        x, [0] + start + [0],
+        [x.shape[0]] + [b + (n - 1) * s + 1 for b, n, s in
+                        zip(start, out, strides)] + [x.shape[-1]],
+        [1] + list(strides) + [1]))
+  patches = jnp.stack(cols, axis=-2)
+  return patches.reshape(x.shape[0], -1, patches.shape[-2] * patches.shape[-1])
+
+
+def _over_example_chunks(fn, arrays, floats_per_example: int):
+  """fn on chunks of examples (lax.map, bounded memory); sums s, concatenates q.
+
+  `fn(*chunk) -> (s, q)` with s summed over examples and q of shape [chunk].
+  Chunks hold about _CHUNK_FLOATS intermediate floats.
+  """
+  size = arrays[0].shape[0]
+  chunk = max(1, min(size, _CHUNK_FLOATS // max(1, floats_per_example)))
+  if chunk >= size:
+    return fn(*arrays)
+  # Prefer a divisor of the batch: no remainder to compile a second time.
+  divisor = max(c for c in range(1, chunk + 1) if size % c == 0)
+  if 2 * divisor >= chunk:
+    chunk = divisor
+  full, tail = batching.split_microbatches(tuple(arrays), chunk, size)
+  s, q = jax.lax.map(lambda c: fn(*c), full)
+  s, q = jax.tree.map(lambda v: jnp.sum(v, 0), s), [q.reshape(-1)]
+  if tail is not None:
+    s_tail, q_tail = fn(*tail)
+    s = jax.tree.map(jnp.add, s, s_tail)
+    q.append(q_tail)
+  return s, jnp.concatenate(q)
+
+
+_CHUNK_FLOATS = 1 << 22  # 16 MiB of float32 per chunk of examples
+
+
+def _conv_rule(info, apply, p, x, dz, dp_std):
+  size = x.shape[0]
+  d = f32(dz).reshape(size, -1, dz.shape[-1])
+  kernel = p['kernel']
+  d_in = kernel.size // kernel.shape[-1]
+  positions, d_out = d.shape[1], d.shape[2]
+  form = choose_form(positions, d_in, d_out, gram_ok=info['gram_ok'])
+  dp, q = dict(dp_std), {}
+  if not info['gram_ok']:  # groups, masks, circular/reflect/causal padding
+    q.update(_materialized(apply, p, x, dz, ('kernel',), dp))
+  elif form == 'materialize':
+    def part(x, d):
+      a = _conv_patches(info, x)
+      g = jnp.einsum('btk,btn->bkn', a, d)
+      return reductions.sum_over_examples(g), reductions.per_example_sq_norm(g)
+    s, q['kernel'] = _over_example_chunks(
+        part, (x, d), positions * (d_in + d_out) + d_in * d_out)
+    dp['kernel'] = s.reshape(kernel.shape).astype(kernel.dtype)
+  else:
+    def part(x, d):
+      return 0.0, _sq_norms_of_product(_conv_patches(info, x), d, form)[0]
+    q['kernel'] = _over_example_chunks(
+        part, (x, d), positions * (positions + d_in + d_out))[1]
+  _bias_rule(d, p, dp, q)
+  return dp, q
+
+
+def _embed_rule(info, apply, p, x, dz, dp_std):
+  size = x.shape[0]
+  table = p['embedding']
+  vocab, feat = table.shape
+  tok = x.reshape(size, -1)
+  d = f32(dz).reshape(size, tok.shape[1], feat)
+  dp = dict(dp_std)
+  positions = tok.shape[1]
+  gram_ok = info['num_embeddings'] > 1
+  use_gram = gram_ok and (_FORCE_FORM.get() == 'gram' or (
+      _FORCE_FORM.get() is None
+      and positions * positions * (feat + 1) <= vocab * feat))
+  if not use_gram:
+    return dp, _materialized(apply, p, x, dz, ('embedding',), dp)
+  tok = jnp.where(tok < 0, tok + vocab, tok)  # jnp.take wraps negatives
+  valid = (tok >= 0) & (tok < vocab)          # and drops the rest
+  same = ((tok[:, :, None] == tok[:, None, :])
+          & valid[:, :, None] & valid[:, None, :])
+  dd = jnp.einsum('btf,bsf->bts', d, d)
+  return dp, {'embedding': jnp.sum(jnp.where(same, dd, 0.0), (1, 2))}
+
+
+def _norm_rule(info, apply, p, x, dz, dp_std):
+  del info
+  dp = dict(dp_std)
+  return dp, _materialized(apply, p, x, dz, tuple(p), dp)
+
+
+RULES = {'linear': _linear_rule, 'conv': _conv_rule, 'embed': _embed_rule,
+          'norm': _norm_rule}
+
+
+def ghost_layer(rule, info, apply, p, x, q_slots):
+  """apply(p, x) whose backward also writes per-example norms into q_slots."""
+
+  @jax.custom_vjp
+  def layer(p, x, q_slots):
+    del q_slots
+    return apply(p, x)
+
+  def fwd(p, x, q_slots):
+    del q_slots
+    return apply(p, x), (p, x)
+
+  def bwd(res, dz):
+    p, x = res
+    _, vjp_fn = jax.vjp(apply, p, x)  # forward recompute is dead code for dense/conv
+    dp_std, dx = vjp_fn(dz)
+    dp, q = rule(info, apply, p, x, dz, dp_std)
+    return dp, dx, q
+
+  layer.defvjp(fwd, bwd)
+  return layer(p, x, q_slots)

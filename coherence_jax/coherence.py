@@ -74,7 +74,7 @@ class CoherenceStats:
     return jax.tree.map(reductions.total_sq_norm, self.sum_grads)
 
   def _totals(self):
-    s2 = sum(jax.tree.leaves(self.sq_norm_of_sum()))
+    s2 = reductions.tree_sq_norm(self.sum_grads)
     q = sum(jax.tree.leaves(self.sum_sq_norms))
     return s2, q, self.count.astype(jnp.float32)
 

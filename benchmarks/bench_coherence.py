@@ -36,7 +36,8 @@ from benchmarks import harness
 _BATCHES = flags.DEFINE_list('batches', ['128', '512'], 'Batch sizes.')
 _REPS = flags.DEFINE_integer('reps', 10, 'Timed repetitions per case.')
 _RSS_RUNS = flags.DEFINE_integer(
-    'rss_runs', 3, 'Fresh processes per case for the memory columns (median).')
+    'rss_runs', 3, 'Fresh processes per case for the memory columns (median).',
+    lower_bound=1)
 _CASE = flags.DEFINE_string('case', None, 'Run one case "name:batch" and print '
                             'its peak RSS (used for fresh processes).')
 

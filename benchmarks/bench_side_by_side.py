@@ -98,8 +98,13 @@ NEEDS = {'torch alpha opacus': 'opacus', 'torch alpha backpack': 'backpack'}
 
 
 def installed(module: str) -> bool:
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  return importlib.util.find_spec(module) is not None
+  """Whether `module` imports (its own dependencies included)."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  try:
+    importlib.import_module(module)
+  except ImportError:
+    return False
+  return True
 
 
 def skip_reason(name, model_name, batch_size, max_gib):

@@ -6,8 +6,9 @@
 #   INSTALL=0 bash benchmarks/gpu.sh    # offline GPU image that already has
 #                                       # jax (CUDA), flax, optax, torch: no
 #                                       # venv, no downloads (see below)
-#   bash benchmarks/gpu.sh --dry-run    # here (CPU): tiny shapes, existing .venv,
-#                                       # no installs; checks the JAX part runs
+#   bash benchmarks/gpu.sh --dry-run    # here (CPU): tiny shapes, PY (default
+#                                       # .venv/bin/python), never installs;
+#                                       # checks the JAX throughput part runs
 #
 # Env: PART (table | throughput | all, default all), PYTHON (interpreter,
 # default python3), VENV (default .venv-gpu),
@@ -19,10 +20,11 @@
 # installing any wheels found in WHEELS (default .whl) into /tmp/gpu_site with
 # --no-index. BackPACK and Opacus rows are skipped when those are missing; to
 # have them offline, fetch their wheels beforehand where pip works, e.g. for a
-# Python 3.12 image:
+# Python 3.12 image (BackPACK also needs einops, Opacus scipy and opt-einsum:
+# add those wheels too if the image lacks them):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux2014_x86_64 -d .whl \
-#     backpack-for-pytorch==1.7.1 opacus==1.6.0 unfoldNd
+#     backpack-for-pytorch==1.7.1 opacus==1.6.0 unfoldNd einops
 #
 # Output: $OUT/README_side_by_side_gpu.md, $OUT/side_by_side_gpu.png,
 # $OUT/throughput.md. The throughput part runs the CNN, ResNet-18-GN and
@@ -38,16 +40,25 @@ OUT=${OUT:-benchmarks/gpu_results}
 [[ $DRY == 1 ]] && OUT=${DRY_OUT:-/tmp/gpu_dry_run}
 mkdir -p "$OUT"
 
+# PART=table or PART=throughput runs one half, to split the run over shorter
+# commands (e.g. 10-minute slots on a lent machine); default both.
+PART=${PART:-all}
+case "$PART" in
+  table|throughput|all) ;;
+  *) echo "PART=$PART: use table, throughput or all" >&2; exit 2 ;;
+esac
+
 if [[ $DRY == 1 ]]; then
-  INSTALL=${INSTALL:-0}
-  PYTHON=${PYTHON:-${PY:-.venv/bin/python}}
+  INSTALL=0  # never installs; PY (or PYTHON) picks the interpreter
+  PYTHON=${PY:-${PYTHON:-.venv/bin/python}}
   export JAX_PLATFORMS=cpu
 fi
 if [[ "${INSTALL:-1}" == 0 ]]; then
   PY=${PYTHON:-python3}
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
   WHEELS=${WHEELS:-.whl}
-  if compgen -G "$WHEELS/*.whl" > /dev/null; then
+  if [[ $DRY == 0 && $PART != throughput ]] &&
+      compgen -G "$WHEELS/*.whl" > /dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade \
         --target /tmp/gpu_site "$WHEELS"/*.whl
     export PYTHONPATH="/tmp/gpu_site:$PYTHONPATH"
@@ -68,14 +79,12 @@ else
 fi
 "$PY" -c 'import jax, flax, optax; print("jax", jax.__version__, jax.devices(), "flax", flax.__version__, "optax", optax.__version__)'
 if [[ $DRY == 0 ]]; then
-  "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+  if [[ $PART != throughput ]]; then
+    "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+  fi
   export BENCH_TORCH_DEVICE=cuda
   export XLA_PYTHON_CLIENT_PREALLOCATE=false  # let torch and JAX share the GPU
 fi
-
-# PART=table or PART=throughput runs one half, to split the run over shorter
-# commands (e.g. 10-minute slots on a lent machine); default both.
-PART=${PART:-all}
 
 # 1. The side-by-side table (same script as on CPU; bigger batches fit).
 if [[ $DRY == 0 && $PART != throughput ]]; then

@@ -56,6 +56,10 @@ from coherence_jax import reductions
 
 PyTree = Any
 METHODS = ('ghost', 'auto')
+# Public names that live in ghost_rules, kept importable from here.
+FORMS = ghost_rules.FORMS
+choose_form = ghost_rules.choose_form
+force_form = ghost_rules.force_form
 SQ_NORM_METHODS = ('ghost', 'auto', 'vmap')
 
 _KINDS = {
@@ -229,7 +233,6 @@ def _run_hook(layer, q_slots):
     info = _layer_info(module, layer.kind)
     return ghost_rules.ghost_layer(rule, info, apply, p, args[0], q_slots)
   return hook
-
 
 
 # ---------------------------------------------------------- the computation

@@ -38,7 +38,8 @@ def force_form(form: Optional[str]):
 
   Example:
     >>> with force_form('gram'):
-    ...   q = jax.jit(sq_norms_unjitted, static_argnums=0)(loss_fn, params, batch)
+    ...   q = jax.jit(ghost.sq_norms_unjitted, static_argnums=0)(
+    ...       loss_fn, params, batch)
   """
   if form not in (None, 'gram', 'materialize'):
     raise ValueError(f"form: got {form!r}; pass 'gram', 'materialize' or None.")

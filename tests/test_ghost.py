@@ -381,7 +381,8 @@ def test_choose_form_cost_model():
 
 def test_example_chunks_with_remainder(monkeypatch):
   """Materialized grads are formed a few examples at a time (lax.map + tail)."""
-  monkeypatch.setattr(ghost_rules, '_CHUNK_FLOATS', 2000)  # conv: 3 chunks of 2 + 1
+  # conv: 3 chunks of 2 examples + 1
+  monkeypatch.setattr(ghost_rules, '_CHUNK_FLOATS', 2000)
   model = Stack(nnx.Conv(3, 4, (3, 3), strides=2, padding='SAME', rngs=rngs()),
                 nnx.Linear(4, 3, rngs=rngs()))
   loss_fn, params = cj.from_nnx(model, smooth_loss)

@@ -39,13 +39,20 @@ def test_ties_split_the_cotangent_and_relu_hides_the_difference():
 
 
 @pytest.mark.parametrize('window,match', [
-    ((2,), 'one positive size per spatial'),
-    ((2, 0), 'one positive size per spatial'),
+    ((2,), 'one positive int per spatial'),
+    ((2, 0), 'one positive int per spatial'),
+    ((2.5, 2), 'one positive int per spatial'),
+    (2, 'one positive int per spatial'),
     ((8, 2), 'larger than the spatial'),
 ])
 def test_bad_window_is_a_clear_error(window, match):
   with pytest.raises(ValueError, match=match):
     max_pool(jnp.zeros((1, 4, 4, 1)), window)
+
+
+def test_input_without_spatial_axes_is_a_clear_error():
+  with pytest.raises(ValueError, match='at least one spatial axis'):
+    max_pool(jnp.zeros((3, 4)), (2,))
 
 
 def test_cnn_gradient_has_no_select_and_scatter():

@@ -1,4 +1,4 @@
-"""Max pooling whose gradient is fast on every backend.
+"""Max pooling whose gradient XLA fuses (measured on XLA:CPU).
 
 `nnx.max_pool` differentiates through `select_and_scatter`, which XLA:CPU runs
 as an argmax reduce-window plus a scatter: at batch 128 its vjp took 32 ms on a
@@ -8,6 +8,7 @@ reshape and a max over the window axes computes the same forward pass, and its
 gradient is elementwise (compare, select, reduce), which XLA fuses.
 """
 
+import numbers
 from typing import Sequence
 
 import jax
@@ -24,14 +25,20 @@ def max_pool(x: jax.Array, window: Sequence[int]) -> jax.Array:
   gives it all to one. After a ReLU the common tie is at 0, where the ReLU's
   own gradient is 0, so the network's gradient is unchanged.
 
-  `max_pool(jnp.ones((2, 28, 28, 3)), (2, 2)).shape == (2, 14, 14, 3)`
+  >>> max_pool(jnp.ones((2, 28, 28, 3)), (2, 2)).shape
+  (2, 14, 14, 3)
   """
-  window = tuple(int(w) for w in window)
-  spatial = x.shape[1:-1]
-  if len(window) != len(spatial) or min(window, default=1) < 1:
+  if getattr(x, 'ndim', 0) < 3:
     raise ValueError(
-        f'max_pool: window={window} must give one positive size per spatial '
-        f'axis of x with shape {x.shape} (batch, *spatial, channels).')
+        f'max_pool: x has shape {getattr(x, "shape", None)}; pass an array '
+        'shaped (batch, *spatial, channels) with at least one spatial axis.')
+  spatial = x.shape[1:-1]
+  if (not isinstance(window, (tuple, list)) or len(window) != len(spatial)
+      or not all(isinstance(w, numbers.Integral) and w >= 1 for w in window)):
+    raise ValueError(
+        f'max_pool: window={window!r} must be a tuple of one positive int per '
+        f'spatial axis of x (shape {x.shape}), e.g. {(2,) * len(spatial)}.')
+  window = tuple(int(w) for w in window)
   kept = [n // w for n, w in zip(spatial, window)]
   if min(kept, default=1) < 1:
     raise ValueError(f'max_pool: window={window} is larger than the spatial '
@@ -42,4 +49,3 @@ def max_pool(x: jax.Array, window: Sequence[int]) -> jax.Array:
     split += [k, w]
   x = x.reshape(split + [x.shape[-1]])
   return jnp.max(x, axis=tuple(range(2, 2 * len(window) + 1, 2)))
-

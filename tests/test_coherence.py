@@ -172,6 +172,21 @@ def test_stats_are_a_jittable_pytree():
   np.testing.assert_allclose(doubled.m_coherence(), 2.0, rtol=RTOL)
 
 
+def test_per_leaf_sq_norm_of_sum_adds_up_to_the_total_in_alpha():
+  rng = np.random.default_rng(3)
+  x = {'a': rng.normal(size=(5, 4)), 'b': rng.normal(size=(5, 3, 2))}
+  stats = cj.CoherenceStats.from_grads(
+      jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), x))
+  per_leaf = stats.sq_norm_of_sum()
+  for name, v in x.items():
+    np.testing.assert_allclose(per_leaf[name], np.sum(v.sum(0) ** 2),
+                               rtol=RTOL)
+  total = sum(float(v) for v in jax.tree.leaves(per_leaf))
+  np.testing.assert_allclose(
+      float(stats.m_coherence()) * sum(np.sum(v ** 2) for v in x.values()),
+      total, rtol=RTOL)
+
+
 def test_unknown_method_is_rejected():
   with pytest.raises(ValueError, match='method'):
     stats_of(np.eye(3), method='magic')

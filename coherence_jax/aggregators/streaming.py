@@ -11,56 +11,40 @@ Two passes over the batch, each a `lax.scan` over micro-batches:
 Pass 2 recomputes the gradients (about 2x the compute of one pass) so that no
 per-example quantity is kept: peak memory is about
 (microbatch_size + 2c + 3) x params and does not grow with B. Gradients come
-from `dense_per_example.factored_grads`: Dense-layer kernels stay as factors
+from `factored_dense.factored_grads`: Dense-layer kernels stay as factors
 and each example's outer product is formed inside the fused selection loop.
 With B <= microbatch_size and B <= order_stats.MAX_UNROLLED_ROWS, one pass and
 the single fused network of `order_stats.winsorized_mean` are used instead.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
-from coherence_jax import batching
-from coherence_jax import dense_per_example
-from coherence_jax import order_stats
-
-PyTree = batching.PyTree
+from coherence_jax import _checks
+from coherence_jax import microbatch
+from coherence_jax._tree import PyTree
+from coherence_jax.aggregators import factored_dense
+from coherence_jax.aggregators import order_stats
 
 
 def _check(name, c, size, microbatch_size):
-  if not isinstance(c, int) or isinstance(c, bool) or c < 0:
-    raise ValueError(f'{name}: c must be a non-negative int, got {c!r}.')
-  if 2 * c + 1 > size:
-    raise ValueError(
-        f'{name}: c={c} needs at least 2c+1 = {2 * c + 1} examples, got '
-        f'B={size}; use c <= {(size - 1) // 2} or a larger batch.')
+  _checks.check_c(c, name)
+  _checks.check_c_fits(c, size, name)
   if microbatch_size is None:
-    raise ValueError(f'{name}: pass microbatch_size, a positive int.')
-  batching.check_microbatch_size(microbatch_size)
-
-
-def _is_lazy(x):
-  return isinstance(x, order_stats.LazyRows)
+    raise ValueError(f'microbatch_size: {name} needs a positive int.')
+  _checks.check_microbatch_size(microbatch_size)
 
 
 def _over_microbatches(loss_fn, params, batch, microbatch_size, carry, fold):
   """Folds fold(carry, grads) over the micro-batches' factored grads."""
-  size = batching.batch_size(batch)
-  grads_of = lambda chunk: dense_per_example.factored_grads(loss_fn, params,
-                                                            chunk)
-  chunks, tail = batching.split_microbatches(batch, microbatch_size, size)
-  if chunks is not None:
-    carry, _ = jax.lax.scan(
-        lambda acc, chunk: (fold(acc, grads_of(chunk)), None), carry, chunks)
-  if tail is not None:
-    carry = fold(carry, grads_of(tail))
-  return carry
+  return microbatch.microbatched(
+      lambda acc, chunk: fold(
+          acc, factored_dense.factored_grads(loss_fn, params, chunk)),
+      batch, microbatch_size, combine='fold', init=carry)
 
 
 def _leaf_map(fn, *trees):
-  return jax.tree.map(fn, *trees, is_leaf=_is_lazy)
+  return jax.tree.map(fn, *trees, is_leaf=order_stats.is_lazy)
 
 
 def streamed_bounds(loss_fn, params: PyTree, batch: PyTree, c: int,
@@ -78,7 +62,7 @@ def streamed_bounds(loss_fn, params: PyTree, batch: PyTree, c: int,
 
 
 def _one_pass(reduce_fn, loss_fn, params, batch):
-  grads = dense_per_example.factored_grads(loss_fn, params, batch)
+  grads = factored_dense.factored_grads(loss_fn, params, batch)
   return _leaf_map(reduce_fn, grads)
 
 
@@ -86,8 +70,6 @@ def _small(size, microbatch_size):
   return size <= min(microbatch_size, order_stats.MAX_UNROLLED_ROWS)
 
 
-@functools.partial(jax.jit,
-                   static_argnames=('loss_fn', 'c', 'microbatch_size'))
 def winsorized_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
                          microbatch_size: int) -> PyTree:
   """Winsorized mean of the per-example gradients, in bounded memory.
@@ -101,7 +83,7 @@ def winsorized_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
     ...                      microbatch_size=4).shape
     (3,)
   """
-  size = batching.check_per_example_loss(loss_fn, params, batch)
+  size = _checks.check_per_example_loss(loss_fn, params, batch)
   _check('winsorized_mean_grad', c, size, microbatch_size)
   if _small(size, microbatch_size):
     return _one_pass(lambda g: order_stats.winsorized_mean(g, c), loss_fn,
@@ -124,8 +106,6 @@ def winsorized_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
   return jax.tree.map(lambda s: s / size, total)
 
 
-@functools.partial(jax.jit,
-                   static_argnames=('loss_fn', 'c', 'microbatch_size'))
 def trimmed_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
                       microbatch_size: int) -> PyTree:
   """Trimmed mean of the per-example gradients, in bounded memory.
@@ -135,7 +115,7 @@ def trimmed_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
   Example:
     >>> trimmed_mean_grad(loss_fn, params, batch, c=2, microbatch_size=32)
   """
-  size = batching.check_per_example_loss(loss_fn, params, batch)
+  size = _checks.check_per_example_loss(loss_fn, params, batch)
   _check('trimmed_mean_grad', c, size, microbatch_size)
   if c == 0 or _small(size, microbatch_size):
     return _one_pass(lambda g: order_stats.trimmed_mean(g, c), loss_fn,
@@ -145,7 +125,9 @@ def trimmed_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
   bounds = streamed_bounds(loss_fn, params, batch, c, microbatch_size)
   lo = jax.tree.map(lambda _, b: b[0], params, bounds)
   hi = jax.tree.map(lambda _, b: b[1], params, bounds)
-  init = jax.tree.map(lambda p: (jnp.zeros_like(p),) * 3, params)
+  init = jax.tree.map(
+      lambda p: order_stats.strict_middle_init(jnp.shape(p), jnp.result_type(p)),
+      params)
 
   def fold(acc, grads):
     return jax.tree.map(lambda _, a, g, l, h: order_stats.strict_middle_fold(

@@ -12,55 +12,37 @@ Example:
   'materialize'
 """
 
-import contextlib
-import contextvars
 import itertools
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
-from coherence_jax import batching
+from coherence_jax import microbatch
 from coherence_jax import reductions
 
 FORMS = ('outer', 'gram', 'materialize')
 
-# Forces one form for every layer where it applies (tests and benchmarks).
-_FORCE_FORM: contextvars.ContextVar = contextvars.ContextVar(
-    'coherence_jax_ghost_force_form', default=None)
 
-
-@contextlib.contextmanager
-def force_form(form: Optional[str]):
-  """Makes every traced layer use `form` ('gram' or 'materialize') where it can.
-
-  Only affects functions traced inside the context (use a fresh `jax.jit`).
-
-  Example:
-    >>> with force_form('gram'):
-    ...   q = jax.jit(ghost.sq_norms_unjitted, static_argnums=0)(
-    ...       loss_fn, params, batch)
-  """
+def check_form(form: Optional[str]) -> None:
+  """`form` forces a ghost form: None (cheapest per layer), 'gram', 'materialize'."""
   if form not in (None, 'gram', 'materialize'):
-    raise ValueError(f"form: got {form!r}; pass 'gram', 'materialize' or None.")
-  token = _FORCE_FORM.set(form)
-  try:
-    yield
-  finally:
-    _FORCE_FORM.reset(token)
+    raise ValueError(
+        f"ghost_form: got {form!r}; pass None (cheapest per layer), 'gram' or "
+        "'materialize'.")
 
 
 def choose_form(positions: int, d_in: int, d_out: int,
-                gram_ok: bool = True) -> str:
+                gram_ok: bool = True, forced: Optional[str] = None) -> str:
   """Cheaper way to get ‖A_iᵀ Δ_i‖² for A_i [T, d_in], Δ_i [T, d_out].
 
   'outer' for T = 1, 'gram' when T²(d_in + d_out) ≤ T d_in d_out, else
   'materialize' (form the per-example gradient; its sum is the batch grad).
+  `forced` ('gram' / 'materialize') overrides the choice where it applies.
 
   >>> choose_form(1, 784, 128), choose_form(49, 4608, 512), choose_form(196, 288, 64)
   ('outer', 'gram', 'materialize')
   """
-  forced = _FORCE_FORM.get()
   if positions == 1 and forced is None:
     return 'outer'
   if not gram_ok:
@@ -73,7 +55,8 @@ def choose_form(positions: int, d_in: int, d_out: int,
 
 # ----------------------------------------------------------- per-layer rules
 
-def f32(x):
+def as_f32(x):
+  """x in float32: norms and sums are accumulated in float32."""
   return x.astype(jnp.float32)
 
 
@@ -106,7 +89,7 @@ def _materialized(apply, p, x, dz, names, dp):
   grads = _per_example_param_grads(apply, p, x, dz, names)
   q = {}
   for name in names:
-    g = f32(grads[name])
+    g = as_f32(grads[name])
     q[name] = reductions.per_example_sq_norm(g)
     dp[name] = reductions.sum_over_examples(g).astype(p[name].dtype)
   return q
@@ -120,13 +103,13 @@ def _bias_rule(d, p, dp, q):
 
 
 def _linear_rule(info, apply, p, x, dz, dp_std):
-  del info, apply
+  del apply
   size = x.shape[0]
-  a = f32(x).reshape(size, -1, x.shape[-1])
-  d = f32(dz).reshape(size, -1, dz.shape[-1])
+  a = as_f32(x).reshape(size, -1, x.shape[-1])
+  d = as_f32(dz).reshape(size, -1, dz.shape[-1])
   dp, q = dict(dp_std), {}
   positions, d_in, d_out = a.shape[1], a.shape[2], d.shape[2]
-  form = choose_form(positions, d_in, d_out)
+  form = choose_form(positions, d_in, d_out, forced=info['form'])
   if form == 'materialize':
     def part(a, d):
       g = _sq_norms_of_product(a, d, form)[1]
@@ -155,7 +138,7 @@ def _conv_patches(info, x):
   padding = info['padding']
   if isinstance(padding, str):
     padding = jax.lax.padtype_to_pads(dilated_in, dilated_k, strides, padding)
-  x = jax.lax.pad(f32(x), 0.0, [(0, 0, 0)] + [
+  x = jax.lax.pad(as_f32(x), 0.0, [(0, 0, 0)] + [
       (lo, hi, d - 1) for (lo, hi), d in zip(padding, in_dil)] + [(0, 0, 0)])
   out = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:-1], dilated_k, strides)]
   cols = []
@@ -171,27 +154,19 @@ def _conv_patches(info, x):
 
 
 def _over_example_chunks(fn, arrays, floats_per_example: int):
-  """fn on chunks of examples (lax.map, bounded memory); sums s, concatenates q.
+  """fn on chunks of examples (bounded memory); sums s, concatenates q.
 
   `fn(*chunk) -> (s, q)` with s summed over examples and q of shape [chunk].
   Chunks hold about _CHUNK_FLOATS intermediate floats.
   """
   size = arrays[0].shape[0]
   chunk = max(1, min(size, _CHUNK_FLOATS // max(1, floats_per_example)))
-  if chunk >= size:
-    return fn(*arrays)
-  # Prefer a divisor of the batch: no remainder to compile a second time.
-  divisor = max(c for c in range(1, chunk + 1) if size % c == 0)
-  if 2 * divisor >= chunk:
-    chunk = divisor
-  full, tail = batching.split_microbatches(tuple(arrays), chunk, size)
-  s, q = jax.lax.map(lambda c: fn(*c), full)
-  s, q = jax.tree.map(lambda v: jnp.sum(v, 0), s), [q.reshape(-1)]
-  if tail is not None:
-    s_tail, q_tail = fn(*tail)
-    s = jax.tree.map(jnp.add, s, s_tail)
-    q.append(q_tail)
-  return s, jnp.concatenate(q)
+  if chunk < size:
+    # Prefer a divisor of the batch: no remainder to compile a second time.
+    divisor = max(c for c in range(1, chunk + 1) if size % c == 0)
+    chunk = divisor if 2 * divisor >= chunk else chunk
+  return microbatch.microbatched(lambda c: fn(*c), tuple(arrays), chunk,
+                                 combine=('sum', 'concat'))
 
 
 _CHUNK_FLOATS = 1 << 22  # 16 MiB of float32 per chunk of examples
@@ -199,11 +174,12 @@ _CHUNK_FLOATS = 1 << 22  # 16 MiB of float32 per chunk of examples
 
 def _conv_rule(info, apply, p, x, dz, dp_std):
   size = x.shape[0]
-  d = f32(dz).reshape(size, -1, dz.shape[-1])
+  d = as_f32(dz).reshape(size, -1, dz.shape[-1])
   kernel = p['kernel']
   d_in = kernel.size // kernel.shape[-1]
   positions, d_out = d.shape[1], d.shape[2]
-  form = choose_form(positions, d_in, d_out, gram_ok=info['gram_ok'])
+  form = choose_form(positions, d_in, d_out, gram_ok=info['gram_ok'],
+                     forced=info['form'])
   dp, q = dict(dp_std), {}
   if not info['gram_ok']:  # groups, masks, circular/reflect/causal padding
     q.update(_materialized(apply, p, x, dz, ('kernel',), dp))
@@ -229,12 +205,12 @@ def _embed_rule(info, apply, p, x, dz, dp_std):
   table = p['embedding']
   vocab, feat = table.shape
   tok = x.reshape(size, -1)
-  d = f32(dz).reshape(size, tok.shape[1], feat)
+  d = as_f32(dz).reshape(size, tok.shape[1], feat)
   dp = dict(dp_std)
   positions = tok.shape[1]
   gram_ok = info['num_embeddings'] > 1
-  use_gram = gram_ok and (_FORCE_FORM.get() == 'gram' or (
-      _FORCE_FORM.get() is None
+  use_gram = gram_ok and (info['form'] == 'gram' or (
+      info['form'] is None
       and positions * positions * (feat + 1) <= vocab * feat))
   if not use_gram:
     return dp, _materialized(apply, p, x, dz, ('embedding',), dp)

@@ -34,11 +34,11 @@ method='ghost'; method='auto' computes those params' per-example gradients
 with `jax.vmap` instead.
 
 Files: this one plans (which layers, checks) and computes; the per-layer math
-is in ghost_rules.py, the module interception in layer_hooks.py.
+is in ghost_rules.py, the module interception in module_hooks.py, the
+dataflow check for shared params in jaxpr_deps.py.
 """
 
 import dataclasses
-import functools
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -46,21 +46,22 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import linear as nnx_linear
 
-from coherence_jax import batching
-from coherence_jax import coherence
-from coherence_jax import ghost_rules
-from coherence_jax import layer_hooks
-from coherence_jax import nnx_bridge
-from coherence_jax import per_example
+from coherence_jax import _checks
+from coherence_jax import microbatch
 from coherence_jax import reductions
+from coherence_jax import sharding
+from coherence_jax._tree import PyTree
+from coherence_jax._tree import key_tuple
+from coherence_jax._tree import path_str
+from coherence_jax.per_example import ghost_rules
+from coherence_jax.per_example import jaxpr_deps
+from coherence_jax.per_example import module_hooks
+from coherence_jax.per_example import nnx_bridge
+from coherence_jax.per_example import vmap_grads
 
-PyTree = Any
-METHODS = ('ghost', 'auto')
-# Public names that live in ghost_rules, kept importable from here.
-FORMS = ghost_rules.FORMS
-choose_form = ghost_rules.choose_form
-force_form = ghost_rules.force_form
-SQ_NORM_METHODS = ('ghost', 'auto', 'vmap')
+# 'ghost': only ghost rules (unsupported params are an error); 'auto': ghost
+# where possible, per-example vmap gradients elsewhere; 'vmap': vmap only.
+METHODS = ('ghost', 'auto', 'vmap')
 
 _KINDS = {
     nnx.Linear: 'linear',
@@ -94,15 +95,11 @@ class _Layer:
 
   @property
   def key(self) -> str:
-    return '/'.join(map(str, self.path)) or '<root>'
+    return path_str(self.path)
 
   def flag(self, problem: str) -> None:
     if self.problem is None:
       self.problem = problem
-
-
-def _path_name(path) -> str:
-  return '/'.join(map(str, path)) or '<root>'
 
 
 def _inventory(model) -> Tuple[Dict[tuple, _Layer], Dict[tuple, str]]:
@@ -121,15 +118,16 @@ def _inventory(model) -> Tuple[Dict[tuple, _Layer], Dict[tuple, str]]:
       layer.params += (name,)
     else:
       unsupported[tuple(path)] = (
-          f'module {_path_name(owner_path)!r} of type {type(owner).__name__} '
+          f'module {path_str(owner_path)!r} of type {type(owner).__name__} '
           f'holds param {name!r} and has no ghost rule (supported: '
           f'{_SUPPORTED_NAMES})')
   return layers, unsupported
 
 
-def _layer_info(module, kind) -> Dict[str, Any]:
+def _layer_info(module, kind, form) -> Dict[str, Any]:
   if kind != 'conv':
-    return {'num_embeddings': getattr(module, 'num_embeddings', None)}
+    return {'num_embeddings': getattr(module, 'num_embeddings', None),
+            'form': form}
   nd = len(module.kernel_size)
 
   def bcast(v):
@@ -145,7 +143,8 @@ def _layer_info(module, kind) -> Dict[str, Any]:
           'kernel_dilation': bcast(module.kernel_dilation),
           'padding': padding,
           'gram_ok': (standard and module.feature_group_count == 1
-                      and module.mask is None)}
+                      and module.mask is None),
+          'form': form}
 
 
 def _call_problem(layer, module, args, kwargs, size) -> Optional[str]:
@@ -183,9 +182,9 @@ def _plan(loss_fn, params, chunk, size) -> Tuple[Dict[tuple, _Layer],
     hooked = []
     for path, layer in layers.items():
       module = nodes[path]
-      p_layer = layer_hooks.get_path(p_in, path)
+      p_layer = module_hooks.get_path(p_in, path)
       hooked.append((module, _plan_hook(layer, p_layer, size)))
-    with layer_hooks.intercepted(hooked):
+    with module_hooks.intercepted(hooked):
       return jnp.sum(loss_fn.loss(model, chunk))
 
   for layer in layers.values():
@@ -194,10 +193,10 @@ def _plan(loss_fn, params, chunk, size) -> Tuple[Dict[tuple, _Layer],
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   owner = {}
   for i, (kpath, _) in enumerate(flat):
-    path = tuple(getattr(k, 'key', getattr(k, 'idx', k)) for k in kpath)
+    path = key_tuple(kpath)
     if path[:-1] in layers:
       owner[i] = layers[path[:-1]]
-  for i in layer_hooks.inputs_reaching_outputs(closed, len(flat)):
+  for i in jaxpr_deps.inputs_reaching_outputs(closed, len(flat)):
     if i in owner:
       owner[i].flag("its params are also used outside the layer's __call__ "
                     '(e.g. weight tying via Embed.attend)')
@@ -216,7 +215,7 @@ def _plan_hook(layer, p_in, size):
       layer.flag(problem)
       return base_call(module, *args, **kwargs)
     p = {name: p_in[name] for name in layer.params}
-    z = layer_hooks.pure_apply(module, base_call, kwargs)(p, args[0])
+    z = module_hooks.pure_apply(module, base_call, kwargs)(p, args[0])
     if getattr(z, 'shape', ())[:1] != (size,):
       layer.flag(f'output of shape {getattr(z, "shape", ())} has no leading '
                  f'example axis of size {size}')
@@ -224,27 +223,18 @@ def _plan_hook(layer, p_in, size):
   return hook
 
 
-def _run_hook(layer, q_slots):
+def _run_hook(layer, q_slots, form):
   rule = ghost_rules.RULES[layer.kind]
 
   def hook(module, base_call, args, kwargs):
     p = {name: getattr(module, name)[...] for name in layer.params}
-    apply = layer_hooks.pure_apply(module, base_call, kwargs)
-    info = _layer_info(module, layer.kind)
+    apply = module_hooks.pure_apply(module, base_call, kwargs)
+    info = _layer_info(module, layer.kind, form)
     return ghost_rules.ghost_layer(rule, info, apply, p, args[0], q_slots)
   return hook
 
 
 # ---------------------------------------------------------- the computation
-def _check_method(method, allowed):
-  if method not in allowed:
-    raise ValueError(f'method: got {method!r}; pass one of {allowed}.')
-
-
-def _is_nnx(loss_fn) -> bool:
-  return isinstance(loss_fn, nnx_bridge.NNXLossFn)
-
-
 def _not_nnx_error(loss_fn):
   return ValueError(
       f"loss_fn: method='ghost' needs the model's layers, but got "
@@ -253,9 +243,16 @@ def _not_nnx_error(loss_fn):
       'gradients instead.')
 
 
-def _chunk_grads_and_norms(loss_fn, params, chunk, method, axis_name):
-  """(S, per-example squared norms per leaf [B]) for one chunk."""
-  size = batching.batch_size(chunk)
+def sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
+                     ghost_form: Optional[str] = None,
+                     axis_name: sharding.AxisName = None):
+  """(S, per-example squared norms per leaf [B]) of one chunk, by ghost norms.
+
+  `loss_fn` comes from `from_nnx`; params must already be varying over
+  `axis_name` (see `sharding.as_varying`). With method='ghost' unsupported
+  params are a ValueError naming them; 'auto' uses vmap for them.
+  """
+  size = _checks.batch_size(chunk)
   layers, unsupported = _plan(loss_fn, params, chunk, size)
   bad = dict(unsupported)
   for layer in layers.values():
@@ -264,23 +261,23 @@ def _chunk_grads_and_norms(loss_fn, params, chunk, method, axis_name):
         bad[layer.path + (name,)] = (
             f'layer {layer.key!r} ({layer.kind}) {layer.problem}')
   if bad and method == 'ghost':
-    lines = '\n  '.join(f'{_path_name(p)}: {r}' for p, r in sorted(
-        bad.items(), key=lambda kv: _path_name(kv[0])))
+    lines = '\n  '.join(f'{path_str(p)}: {r}' for p, r in sorted(
+        bad.items(), key=lambda kv: path_str(kv[0])))
     raise ValueError(
         "method='ghost' cannot compute per-example norms of these params:\n  "
         f"{lines}\nPass method='auto' to use per-example vmap gradients for "
         "them, or method='vmap'.")
   good = {p: l for p, l in layers.items() if l.problem is None}
-  slots = batching.as_varying(
+  slots = sharding.as_varying(
       {l.key: {n: jnp.zeros((size,), jnp.float32) for n in l.params}
        for l in good.values()}, axis_name)
 
   def total_loss(p, q):
     model = loss_fn.model(p)
     nodes = dict(nnx.iter_graph(model))
-    hooked = [(nodes[path], _run_hook(layer, q[layer.key]))
+    hooked = [(nodes[path], _run_hook(layer, q[layer.key], ghost_form))
               for path, layer in good.items()]
-    with layer_hooks.intercepted(hooked):
+    with module_hooks.intercepted(hooked):
       return jnp.sum(loss_fn.loss(model, chunk))
 
   sum_grads, norms = jax.grad(total_loss, argnums=(0, 1))(params, slots)
@@ -288,13 +285,13 @@ def _chunk_grads_and_norms(loss_fn, params, chunk, method, axis_name):
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
   out = []
   for kpath, _ in flat:
-    path = tuple(getattr(k, 'key', getattr(k, 'idx', k)) for k in kpath)
+    path = key_tuple(kpath)
     if path in fallback:
       out.append(fallback[path])
     else:
       layer = good[path[:-1]]
       out.append(norms[layer.key][path[-1]])
-  sum_grads = jax.tree.map(lambda g: g.astype(jnp.float32), sum_grads)
+  sum_grads = jax.tree.map(ghost_rules.as_f32, sum_grads)
   return sum_grads, jax.tree_util.tree_unflatten(treedef, out)
 
 
@@ -304,10 +301,9 @@ def _vmap_norms(loss_fn, params, chunk, paths) -> Dict[tuple, jax.Array]:
     return {}
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
   leaves = [leaf for _, leaf in flat]
-  keys = [tuple(getattr(k, 'key', getattr(k, 'idx', k)) for k in kpath)
-          for kpath, _ in flat]
+  keys = [key_tuple(kpath) for kpath, _ in flat]
   idx = [i for i, key in enumerate(keys) if key in paths]
-  one = batching.single_example_loss(loss_fn)
+  one = vmap_grads.single_example_loss(loss_fn)
 
   def loss_of(sub, example):
     full = list(leaves)
@@ -317,56 +313,48 @@ def _vmap_norms(loss_fn, params, chunk, paths) -> Dict[tuple, jax.Array]:
 
   grads = jax.vmap(jax.grad(loss_of), in_axes=(None, 0))(
       [leaves[i] for i in idx], chunk)
-  return {keys[i]: reductions.per_example_sq_norm(ghost_rules.f32(g))
+  return {keys[i]: reductions.per_example_sq_norm(ghost_rules.as_f32(g))
           for i, g in zip(idx, grads)}
 
 
-def sq_norms_unjitted(loss_fn, params, batch, method='auto',
-                      microbatch_size=None, axis_name=None) -> PyTree:
-  """Traceable body of `per_example_sq_norms`."""
-  _check_method(method, SQ_NORM_METHODS)
-  size = batching.check_per_example_loss(loss_fn, params, batch)
-  batching.check_microbatch_size(microbatch_size)
-  if method == 'ghost' and not _is_nnx(loss_fn):
+def check_ghost_args(loss_fn, method: str, ghost_form: Optional[str]) -> None:
+  """Validates `method` and `ghost_form` for a ghost-capable function."""
+  _checks.check_method(method, METHODS)
+  ghost_rules.check_form(ghost_form)
+  if method == 'ghost' and not nnx_bridge.is_nnx_loss(loss_fn):
     raise _not_nnx_error(loss_fn)
-  params = batching.as_varying(params, axis_name)
-  if method == 'vmap' or not _is_nnx(loss_fn):
-    def one_chunk(chunk):
-      grads = per_example.example_grads_unjitted(loss_fn, params, chunk)
-      return jax.tree.map(
-          lambda g: reductions.per_example_sq_norm(ghost_rules.f32(g)),
-          grads)
-  else:
-    def one_chunk(chunk):
-      return _chunk_grads_and_norms(loss_fn, params, chunk, method,
-                                    axis_name)[1]
-  if microbatch_size is None or microbatch_size >= size:
-    return one_chunk(batch)
-  chunks, tail = batching.split_microbatches(batch, microbatch_size, size)
-  parts = []
-  if chunks is not None:
-    parts.append(jax.tree.map(lambda q: q.reshape(-1),
-                              jax.lax.map(one_chunk, chunks)))
-  if tail is not None:
-    parts.append(one_chunk(tail))
-  return jax.tree.map(lambda *qs: jnp.concatenate(qs), *parts)
 
 
-@functools.partial(jax.jit, static_argnames=('loss_fn', 'method',
-                                             'microbatch_size', 'axis_name'))
+def uses_ghost(loss_fn, method: str) -> bool:
+  """Whether `method` computes norms by ghost rules for this loss_fn."""
+  return method != 'vmap' and nnx_bridge.is_nnx_loss(loss_fn)
+
+
 def per_example_sq_norms(loss_fn, params, batch, *, method: str = 'auto',
                          microbatch_size: Optional[int] = None,
-                         axis_name: Optional[str] = None) -> PyTree:
+                         axis_name: sharding.AxisName = None,
+                         ghost_form: Optional[str] = None) -> PyTree:
   """‖∇ℓ_i‖² per param leaf and example: a params-shaped pytree of [B] arrays.
 
-  method='ghost' computes them from one backward pass without forming
-  per-example gradients (loss_fn from `from_nnx`; unsupported layers are a
-  ValueError naming them); 'auto' does the same and uses per-example vmap
-  gradients for whatever ghost cannot handle (everything, if loss_fn is not
-  from `from_nnx`); 'vmap' always uses per-example gradients. Summing the
-  leaves gives each example's total squared gradient norm. With `axis_name`
-  (inside `jax.shard_map` / `jax.pmap`, batch sharded) each device returns the
-  norms of its own examples; nothing is summed across devices.
+  Summing the leaves gives each example's total squared gradient norm.
+
+  Args:
+    loss_fn: `loss_fn(params, batch) -> [B]`; from `from_nnx` for ghost norms.
+    params: pytree of float arrays.
+    batch: pytree of arrays with a shared leading example axis B.
+    method: 'ghost' computes the norms from one backward pass without forming
+      per-example gradients (unsupported layers are a ValueError naming them);
+      'auto' does the same and uses per-example vmap gradients for whatever
+      ghost cannot handle (everything, if loss_fn is not from `from_nnx`);
+      'vmap' always uses per-example gradients.
+    microbatch_size: examples processed at once; None: all at once.
+    axis_name: inside `jax.shard_map` / `jax.pmap` with the batch sharded,
+      the mesh axis; each device returns its own examples' norms.
+    ghost_form: None picks the cheaper ghost form per layer; 'gram' or
+      'materialize' forces one where it applies (tests, benchmarks).
+
+  Returns:
+    A params-shaped pytree of float32 [B] arrays.
 
   Example:
     >>> loss_fn, params = from_nnx(CNN(rngs=nnx.Rngs(0)), cross_entropy_loss)
@@ -374,34 +362,19 @@ def per_example_sq_norms(loss_fn, params, batch, *, method: str = 'auto',
     >>> q['conv1']['kernel'].shape
     (128,)
   """
-  return sq_norms_unjitted(loss_fn, params, batch, method, microbatch_size,
-                           axis_name)
-
-
-def stats_unjitted(loss_fn, params, batch, microbatch_size=None,
-                   axis_name=None, method='auto') -> coherence.CoherenceStats:
-  """Traceable body of `coherence_stats` for method='ghost' and 'auto'.
-
-  Example:
-    >>> stats = stats_unjitted(loss_fn, params, batch, method='ghost')
-    >>> float(stats.m_coherence())
-  """
-  _check_method(method, METHODS)
-  if not _is_nnx(loss_fn):
-    if method == 'ghost':
-      raise _not_nnx_error(loss_fn)
-    return coherence.stats_unjitted(loss_fn, params, batch, microbatch_size,
-                                    axis_name)
-  size = batching.check_per_example_loss(loss_fn, params, batch)
-  batching.check_microbatch_size(microbatch_size)
-  params = batching.as_varying(params, axis_name)
-
-  def chunk_stats(chunk):
-    sum_grads, norms = _chunk_grads_and_norms(loss_fn, params, chunk, method,
-                                              axis_name)
-    return coherence.CoherenceStats(
-        sum_grads=sum_grads, sum_sq_norms=jax.tree.map(jnp.sum, norms),
-        count=jnp.asarray(batching.batch_size(chunk), jnp.int32))
-
-  return coherence.stream_stats(chunk_stats, params, batch, size,
-                                 microbatch_size, axis_name)
+  check_ghost_args(loss_fn, method, ghost_form)
+  _checks.check_per_example_loss(loss_fn, params, batch)
+  sharding.check_axis_name(axis_name, batch)
+  params = sharding.as_varying(params, axis_name)
+  if uses_ghost(loss_fn, method):
+    def one_chunk(chunk):
+      return sum_and_sq_norms(loss_fn, params, chunk, method=method,
+                              ghost_form=ghost_form, axis_name=axis_name)[1]
+  else:
+    def one_chunk(chunk):
+      grads = vmap_grads.vmapped_grads(loss_fn, params, chunk)
+      return jax.tree.map(
+          lambda g: reductions.per_example_sq_norm(ghost_rules.as_f32(g)),
+          grads)
+  return microbatch.microbatched(one_chunk, batch, microbatch_size,
+                                 combine='concat')

@@ -1,11 +1,11 @@
 """Adapts a Flax NNX model to the core's pure `loss_fn(params, batch)` form."""
 
-from typing import Any, Callable, Tuple
+from typing import Callable, Tuple
 
 import jax
 from flax import nnx
 
-PyTree = Any
+from coherence_jax._tree import PyTree
 
 
 class NNXLossFn:
@@ -61,3 +61,8 @@ def from_nnx(model: nnx.Module,
   copy.eval()
   graphdef, params, rest = nnx.split(copy, nnx.Param, ...)
   return NNXLossFn(graphdef, params, rest, loss), nnx.to_pure_dict(params)
+
+
+def is_nnx_loss(loss_fn) -> bool:
+  """Whether `loss_fn` came from `from_nnx` (its layers are visible)."""
+  return isinstance(loss_fn, NNXLossFn)

@@ -13,7 +13,7 @@ out transposed, which made the network read them strided: 2x slower).
 How: one `jax.vmap` over examples of `jax.grad` of the example's loss with
 respect to (every other param, a zero perturbation added to each Dense
 layer's output). Each eligible `nnx.Linear` of the NNX model is intercepted
-for that call (layer_hooks.py): its input a is captured and the
+for that call (module_hooks.py): its input a is captured and the
 perturbation is added to its output, so the perturbation's gradient is δ.
 The Dense kernels themselves are not differentiated.
 
@@ -24,20 +24,20 @@ gradients from the same vmapped pass. Losses that are not `from_nnx` losses
 get plain per-example gradients.
 """
 
-import functools
-from typing import Any, Dict, Tuple
+from typing import Dict, Tuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from coherence_jax import batching
-from coherence_jax import layer_hooks
-from coherence_jax import nnx_bridge
-from coherence_jax import order_stats
-from coherence_jax import per_example
-
-PyTree = Any
+from coherence_jax import _checks
+from coherence_jax._tree import PyTree
+from coherence_jax._tree import key_tuple
+from coherence_jax.aggregators import order_stats
+from coherence_jax.per_example import jaxpr_deps
+from coherence_jax.per_example import module_hooks
+from coherence_jax.per_example import nnx_bridge
+from coherence_jax.per_example import vmap_grads
 
 
 @jax.tree_util.register_pytree_node_class
@@ -66,10 +66,6 @@ class OuterRows(order_stats.LazyRows):
   def row(self, i: int) -> jax.Array:
     return self.a[i][:, None] * self.d[i][None, :]
 
-  def rows(self, start, size: int) -> 'OuterRows':
-    take = lambda x: jax.lax.dynamic_slice_in_dim(x, start, size, 0)
-    return OuterRows(take(self.a), take(self.d))
-
   def sum_rows(self) -> jax.Array:
     return jnp.matmul(self.a.T, self.d, precision=jax.lax.Precision.HIGHEST)
 
@@ -82,10 +78,6 @@ class OuterRows(order_stats.LazyRows):
 
 def is_outer(x) -> bool:
   return isinstance(x, OuterRows)
-
-
-def _key(k):
-  return getattr(k, 'key', getattr(k, 'idx', k))
 
 
 def _dense_layers(loss_fn, params, batch, size) -> Dict[tuple, Tuple[str, ...]]:
@@ -108,19 +100,19 @@ def _dense_layers(loss_fn, params, batch, size) -> Dict[tuple, Tuple[str, ...]]:
         x = args[0] if args else None
         calls[path].append((getattr(x, 'shape', None), bool(kwargs)
                             or len(args) != 1))
-        p = {n: layer_hooks.get_path(p_in, path + (n,)) for n in found[path]}
-        return layer_hooks.pure_apply(module, base_call, kwargs)(p, x)
+        p = {n: module_hooks.get_path(p_in, path + (n,)) for n in found[path]}
+        return module_hooks.pure_apply(module, base_call, kwargs)(p, x)
       return hook
 
     hooked = [(nodes[path], hook_for(path)) for path in found]
-    with layer_hooks.intercepted(hooked):
+    with module_hooks.intercepted(hooked):
       return jnp.sum(loss_fn.loss(model, chunk))
 
   closed = jax.make_jaxpr(traced)(params, params, batch)
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   tied = set()
-  for i in layer_hooks.inputs_reaching_outputs(closed, len(flat)):
-    path = tuple(_key(k) for k in flat[i][0])
+  for i in jaxpr_deps.inputs_reaching_outputs(closed, len(flat)):
+    path = key_tuple(flat[i][0])
     if path[:-1] in found:
       tied.add(path[:-1])
   out = {}
@@ -143,20 +135,20 @@ def factored_grads(loss_fn, params: PyTree, batch: PyTree) -> PyTree:
   kernels or to the aggregators of aggregators.py (they accept OuterRows);
   `materialize_grads` expands it.
   """
-  size = batching.check_per_example_loss(loss_fn, params, batch)
+  size = _checks.check_per_example_loss(loss_fn, params, batch)
   if not isinstance(loss_fn, nnx_bridge.NNXLossFn):
-    return per_example.example_grads_unjitted(loss_fn, params, batch)
+    return vmap_grads.vmapped_grads(loss_fn, params, batch)
   dense = _dense_layers(loss_fn, params, batch, size)
   if not dense:
-    return per_example.example_grads_unjitted(loss_fn, params, batch)
+    return vmap_grads.vmapped_grads(loss_fn, params, batch)
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-  paths = [tuple(_key(k) for k in kp) for kp, _ in flat]
+  paths = [key_tuple(kp) for kp, _ in flat]
   leaves = [leaf for _, leaf in flat]
   is_dense = [p[:-1] in dense and p[-1] in dense[p[:-1]] for p in paths]
   other = [leaf for leaf, d in zip(leaves, is_dense) if not d]
-  out_dim = {path: layer_hooks.get_path(params, path + ('kernel',)).shape[1]
+  out_dim = {path: module_hooks.get_path(params, path + ('kernel',)).shape[1]
              for path in dense}
-  dtype = jnp.result_type(*[layer_hooks.get_path(params, path + ('kernel',))
+  dtype = jnp.result_type(*[module_hooks.get_path(params, path + ('kernel',))
                             for path in dense])
 
   def example_loss(other, eps, example):
@@ -173,7 +165,7 @@ def factored_grads(loss_fn, params: PyTree, batch: PyTree) -> PyTree:
       return hook
 
     hooked = [(nodes[path], hook_for(path)) for path in dense]
-    with layer_hooks.intercepted(hooked):
+    with module_hooks.intercepted(hooked):
       loss = loss_fn.loss(model, jax.tree.map(lambda x: x[None], example))[0]
     return loss, captured
 
@@ -197,17 +189,3 @@ def factored_grads(loss_fn, params: PyTree, batch: PyTree) -> PyTree:
 def materialize_grads(grads: PyTree) -> PyTree:
   """Expands the OuterRows leaves of `factored_grads`' result."""
   return jax.tree.map(order_stats.materialize, grads, is_leaf=is_outer)
-
-
-@functools.partial(jax.jit, static_argnames=('loss_fn',))
-def per_example_grads(loss_fn, params: PyTree, batch: PyTree) -> PyTree:
-  """Per-example gradients, [B, *param.shape] per leaf, via `factored_grads`.
-
-  Same values as per_example.per_example_grads.
-
-  Example:
-    >>> loss_fn, params = from_nnx(MLP([784, 32, 10], rngs=nnx.Rngs(0)),
-    ...                            cross_entropy_loss)
-    >>> g = per_example_grads(loss_fn, params, batch)
-  """
-  return materialize_grads(factored_grads(loss_fn, params, batch))

@@ -11,10 +11,10 @@ largest and c smallest values, plus the sum, max and min of every other value
 (the "middle"). Values are streamed through the summary one row at a time; an
 outlier is never added to the middle sum, so there is no `sum - outliers`
 cancellation. Summaries of disjoint sets of rows merge exactly (`merge`), which
-is what streaming over micro-batches (robust_grad.py) and, later, devices use.
+is what streaming over micro-batches (streaming.py) and, later, devices use.
 
 Inputs may also be `LazyRows` (e.g. per-example Dense-layer gradients kept as
-outer-product factors, dense_per_example.py): row i is computed inside the
+outer-product factors, factored_dense.py): row i is computed inside the
 network, so XLA fuses it into the selection loop and the [n, ...] tensor is
 never materialized. Longer inputs (n > MAX_UNROLLED_ROWS) are streamed in
 blocks of rows with `lax.scan`: first the clipping bounds x_(c+1), x_(n-c)
@@ -31,6 +31,7 @@ from typing import Any, NamedTuple, Tuple
 import jax
 import jax.numpy as jnp
 
+from coherence_jax import microbatch
 from coherence_jax import reductions
 
 # Above these sizes the unrolled networks cost more to compile than they save.
@@ -42,17 +43,14 @@ MAX_UNROLLED_ROWS = 128  # longer inputs stream through in blocks of rows.
 class LazyRows:
   """An [n, ...] array whose rows are computed on demand (duck-typed input).
 
-  Subclasses define `shape`, `dtype`, `row(i)` (static i), `rows(start, size)`
-  (a LazyRows of `size` rows from a possibly traced `start`), `sum_rows()` and
-  `materialize()`.
+  Subclasses are pytrees whose leaves share the leading axis n (so they can be
+  sliced into blocks of rows like a batch) and define `shape`, `dtype`,
+  `row(i)` (static i), `sum_rows()` and `materialize()`.
   """
   shape: Tuple[int, ...]
   dtype: Any
 
   def row(self, i: int) -> jax.Array:
-    raise NotImplementedError
-
-  def rows(self, start, size: int) -> 'LazyRows':
     raise NotImplementedError
 
   def sum_rows(self) -> jax.Array:
@@ -66,10 +64,9 @@ def _row(x, i: int) -> jax.Array:
   return x.row(i) if isinstance(x, LazyRows) else x[i]
 
 
-def _take_rows(x, start, size: int):
-  if isinstance(x, LazyRows):
-    return x.rows(start, size)
-  return jax.lax.dynamic_slice_in_dim(x, start, size, 0)
+def is_lazy(x) -> bool:
+  """Whether x is a `LazyRows` (rows computed on demand)."""
+  return isinstance(x, LazyRows)
 
 
 def materialize(x) -> jax.Array:
@@ -219,17 +216,9 @@ def _sorted_middle(x: jax.Array, c: int):
 
 
 def _fold_blocks(x, init, fold_block):
-  """Folds the rows of x in blocks of <= MAX_UNROLLED_ROWS: lax.scan + tail."""
-  n, block = x.shape[0], MAX_UNROLLED_ROWS
-  num_full = n // block
-  carry = init
-  if num_full:
-    carry, _ = jax.lax.scan(
-        lambda acc, i: (fold_block(acc, _take_rows(x, i * block, block)), None),
-        carry, jnp.arange(num_full))
-  if n % block:
-    carry = fold_block(carry, _take_rows(x, num_full * block, n % block))
-  return carry
+  """Folds the rows of x in blocks of <= MAX_UNROLLED_ROWS (scan + remainder)."""
+  return microbatch.microbatched(fold_block, x, MAX_UNROLLED_ROWS,
+                                 combine='fold', init=init)
 
 
 def threshold_init(shape, dtype, c: int):
@@ -284,27 +273,45 @@ def clipped_sum(x, lo: jax.Array, hi: jax.Array) -> jax.Array:
   return clipped_sum_fold(jnp.zeros(x.shape[1:], x.dtype), x, lo, hi)
 
 
+def strict_middle_init(shape, dtype):
+  """Empty accumulators for `strict_middle_fold`.
+
+  (sum of values strictly inside (lo, hi) in `dtype`, #values <= lo and
+  #values >= hi as int32: counts stay exact for any B, bf16 included).
+  """
+  count = jnp.zeros(shape, jnp.int32)
+  return jnp.zeros(shape, dtype), count, count
+
+
 def strict_middle_fold(acc, x, lo, hi):
-  """Adds (sum of values strictly in (lo, hi), #values >= hi, #values <= lo)."""
+  """Adds (sum of values strictly in (lo, hi), #values <= lo, #values >= hi)."""
   def fold(acc, rows):
-    s, k_hi, k_lo = acc
+    s, k_lo, k_hi = acc
     for i in range(rows.shape[0]):
       v = _row(rows, i)
-      s = s + jnp.where((v > lo) & (v < hi), v, 0)
-      k_hi = k_hi + (v >= hi).astype(s.dtype)
-      k_lo = k_lo + (v <= lo).astype(s.dtype)
-    return s, k_hi, k_lo
+      s = s + jnp.where((v > lo) & (v < hi), v, 0).astype(s.dtype)
+      k_lo = k_lo + (v <= lo).astype(k_lo.dtype)
+      k_hi = k_hi + (v >= hi).astype(k_hi.dtype)
+    return s, k_lo, k_hi
   return _fold_blocks(x, acc, fold)
 
 
 def trimmed_from_middle(acc, lo, hi, n: int, c: int) -> jax.Array:
-  """Trimmed mean from `strict_middle_fold` accumulators over all n rows."""
-  s, k_hi, k_lo = acc
-  # Values tied with a bound beyond the c trimmed at that end are middle
-  # values; `where` keeps an infinite bound with no such ties out of the sum.
-  extra_hi = jnp.where(k_hi > c, (k_hi - c) * hi, 0)
-  extra_lo = jnp.where(k_lo > c, (k_lo - c) * lo, 0)
-  out = (s + extra_hi + extra_lo) / (n - 2 * c)
+  """Trimmed mean from `strict_middle_fold` accumulators over all n rows.
+
+  lo = x_(c+1), hi = x_(n-c); the kept values are x_(c+1), ..., x_(n-c),
+  m = n - 2c of them. If lo < hi they are: every value strictly inside
+  (lo, hi), #(v <= lo) - c copies of lo (ranks c+1 .. #(v <= lo)) and
+  #(v >= hi) - c copies of hi; both counts are >= 1, so an infinite bound
+  enters only when it is kept. If lo == hi every kept value equals lo (a
+  value equal to both bounds must not be counted at both: that was a bug).
+  """
+  s, k_lo, k_hi = acc
+  dtype = s.dtype
+  copies_lo = (k_lo - c).astype(dtype)
+  copies_hi = (k_hi - c).astype(dtype)
+  out = (s + copies_lo * lo + copies_hi * hi) / (n - 2 * c)
+  out = jnp.where(lo == hi, lo, out)
   return jnp.where(jnp.isnan(lo) | jnp.isnan(hi), jnp.nan, out)  # NaN policy
 
 
@@ -336,8 +343,8 @@ def trimmed_mean(x, c: int) -> jax.Array:
     if n <= MAX_UNROLLED_ROWS:
       return trimmed_from(summarize(x, c), n)
     lo, hi = thresholds(x, c)
-    zeros = jnp.zeros(x.shape[1:], x.dtype)
-    acc = strict_middle_fold((zeros, zeros, zeros), x, lo, hi)
+    acc = strict_middle_fold(strict_middle_init(x.shape[1:], x.dtype), x,
+                             lo, hi)
     return trimmed_from_middle(acc, lo, hi, n, c)
   _, middle = _sorted_middle(x, c)
   return _nan_to_all(x, middle / (n - 2 * c))
@@ -370,8 +377,8 @@ def group_means(x: jax.Array, num_groups: int) -> jax.Array:
   """Means of `num_groups` contiguous equal groups of rows: [num_groups, ...]."""
   if isinstance(x, LazyRows):
     m = x.shape[0] // num_groups
-    return jnp.stack([x.rows(g * m, m).sum_rows() / m
-                      for g in range(num_groups)])
+    return jnp.stack([jax.tree.map(lambda v: v[g * m:(g + 1) * m], x).sum_rows()
+                      / m for g in range(num_groups)])
   n = x.shape[0]
   m = n // num_groups
   flat = x.reshape(num_groups, m, -1)

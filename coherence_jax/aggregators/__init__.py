@@ -1,0 +1,39 @@
+"""Robust aggregation of gradients: Optax transforms and streaming estimators.
+
+Per-example transforms (leading example axis in, one update out; first in
+`optax.chain`): `winsorized_mean`, `trimmed_mean`, `median_of_means`,
+`coordinate_median`. Transforms over steps (ordinary gradients, anywhere in a
+chain): `rolling_median` (RM3), `rolling_mean` (RA3), `periodic_median` (M3).
+`factored_grads` gives per-example gradients with Dense kernels kept as
+outer-product factors, which the per-example transforms consume without
+materializing them.
+
+Example:
+  >>> opt = optax.chain(winsorized_mean(c=2), optax.sgd(0.1))
+  >>> updates, state = opt.update(factored_grads(loss_fn, params, batch),
+  ...                             opt.init(params), params)
+"""
+
+from coherence_jax.aggregators.coordinatewise import coordinate_median
+from coherence_jax.aggregators.coordinatewise import median_of_means
+from coherence_jax.aggregators.coordinatewise import trimmed_mean
+from coherence_jax.aggregators.coordinatewise import winsorized_mean
+from coherence_jax.aggregators.factored_dense import OuterRows
+from coherence_jax.aggregators.factored_dense import factored_grads
+from coherence_jax.aggregators.factored_dense import materialize_grads
+from coherence_jax.aggregators.over_steps import periodic_median
+from coherence_jax.aggregators.over_steps import rolling_mean
+from coherence_jax.aggregators.over_steps import rolling_median
+
+__all__ = [
+    'OuterRows',
+    'coordinate_median',
+    'factored_grads',
+    'materialize_grads',
+    'median_of_means',
+    'periodic_median',
+    'rolling_mean',
+    'rolling_median',
+    'trimmed_mean',
+    'winsorized_mean',
+]

@@ -1,0 +1,167 @@
+"""The per-example contract: what the per-example aggregators accept, checked.
+
+A per-example aggregator takes updates whose every leaf has shape
+[B, *param.shape] (one B for all leaves, the params' paths) and returns
+params-shaped updates. It records the params' shapes at `init` (as zero-size
+arrays [0, *param.shape], so the state stays a pytree of arrays for jit and
+checkpointing, and the shapes stay static under jit) and checks the updates
+against them BY PATH at `update`, so `params=None` at update is fine.
+
+The transforms are `optax.experimental.aggregating.Aggregator`s where the
+installed optax has that module (optax >= 0.2.5), so they work both first in
+`optax.chain` and as the aggregator of `aggregating.process(pre, agg, post)`;
+otherwise plain `optax.GradientTransformationExtraArgs`.
+"""
+
+import sys
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from coherence_jax._tree import PyTree
+from coherence_jax._tree import leaves_by_path
+from coherence_jax._tree import path_str
+from coherence_jax.aggregators import order_stats
+
+try:  # optax >= 0.2.5
+  from optax.experimental import aggregating as _aggregating
+  Aggregator = _aggregating.Aggregator
+except ImportError:  # pragma: no cover - older optax
+  _aggregating = None
+  Aggregator = optax.GradientTransformationExtraArgs
+
+
+class PerExampleAggregateState(NamedTuple):
+  """State of the per-example aggregators: the params' shapes, nothing else.
+
+  Attributes:
+    param_shapes: params-shaped pytree; each leaf a zero-size array of shape
+      [0, *param.shape] in the param's dtype (no memory, static shape).
+  """
+  param_shapes: PyTree
+
+
+def contract(name: str) -> str:
+  """The sentence every contract error ends with."""
+  return (f'{name} aggregates per-example (or per-group) updates: every leaf '
+          'has shape [B, *param.shape], one B for all leaves, at the paths of '
+          'the params given to init. It must be FIRST in optax.chain (or the '
+          'aggregator of optax.experimental.aggregating.process), fed e.g. '
+          'coherence_jax.per_example_grads(loss_fn, params, batch).')
+
+
+def init_state(params: PyTree, name: str) -> PerExampleAggregateState:
+  """Records the params' shapes; raises if there are none to record."""
+  if not jax.tree.leaves(params):
+    raise ValueError(
+        f'params: {name}.init got {params!r}, a pytree without leaves; pass '
+        'the params (their shapes are recorded to check the per-example '
+        'updates at update time).')
+  return PerExampleAggregateState(jax.tree.map(
+      lambda p: jnp.zeros((0,) + tuple(jnp.shape(p)), jnp.result_type(p)),
+      params))
+
+
+def _paths_list(paths) -> str:
+  shown = ', '.join(repr(path_str(p)) for p in paths[:5])
+  return shown + (f' (and {len(paths) - 5} more)' if len(paths) > 5 else '')
+
+
+def check_updates(updates: PyTree, state, name: str) -> int:
+  """Checks `updates` against the recorded shapes; returns B.
+
+  Raises:
+    ValueError: naming the first offending path: a missing or extra leaf, a
+      leaf not shaped [B, *param.shape], leading sizes that differ, B = 0.
+  """
+  if not isinstance(state, PerExampleAggregateState):
+    raise ValueError(
+        f'state: {name}.update got a {type(state).__name__}, not the '
+        f'PerExampleAggregateState of {name}.init(params). {contract(name)}')
+  want = {path: leaf.shape[1:] for path, leaf in
+          leaves_by_path(state.param_shapes).items()}
+  got = leaves_by_path(updates, is_leaf=order_stats.is_lazy)
+  missing = [p for p in want if p not in got]
+  if missing:
+    raise ValueError(
+        f'updates: {name} got no update for the param(s) {_paths_list(missing)}'
+        f' (shape {tuple(want[missing[0]])}). {contract(name)}')
+  extra = [p for p in got if p not in want]
+  if extra:
+    raise ValueError(
+        f'updates: {name} got update leaves {_paths_list(extra)} at paths that '
+        f'are not params. {contract(name)}')
+  sizes = {}
+  for path, leaf in got.items():
+    shape = tuple(leaf.shape if order_stats.is_lazy(leaf) else jnp.shape(leaf))
+    param = tuple(want[path])
+    if len(shape) != len(param) + 1 or shape[1:] != param:
+      needed = '(B' + ''.join(f', {d}' for d in param) + (')' if param
+                                                           else ',)')
+      raise ValueError(
+          f'updates: {name} got shape {shape} at {path_str(path)!r} for a param '
+          f'of shape {param}; it needs {needed}. {contract(name)}')
+    sizes[path_str(path)] = shape[0]
+  if len(set(sizes.values())) != 1:
+    raise ValueError(
+        f'updates: {name} got leading axes that differ {sizes}. '
+        f'{contract(name)}')
+  size = next(iter(sizes.values()))
+  if size == 0:
+    raise ValueError(f'updates: {name} got B = 0 examples. {contract(name)}')
+  return size
+
+
+def check_not_under_apply_if_finite(name: str) -> None:
+  """Raises a clear error when traced inside `optax.apply_if_finite`.
+
+  apply_if_finite's skip branch returns zeros shaped like ITS input updates,
+  per-example here, so `lax.cond` would fail with "branches must have equal
+  output types" (even on finite input: both branches are traced). Detected by
+  the optax frame on the call stack (trace-time only, a few frames deep).
+  """
+  frame = sys._getframe(1)  # pylint: disable=protected-access
+  for _ in range(64):
+    if frame is None:
+      return
+    code = frame.f_code
+    if (code.co_name == 'do_update' and 'optax' in code.co_filename
+        and code.co_filename.endswith('_conditionality.py')):
+      raise ValueError(
+          f'{name} cannot run inside optax.apply_if_finite: on a skipped step '
+          'apply_if_finite returns zeros shaped like its input updates, which '
+          'are per-example [B, *param.shape] here, not params-shaped. Put '
+          f'apply_if_finite after the aggregator: optax.chain({name}(...), '
+          'optax.apply_if_finite(optax.sgd(0.1), max_consecutive_errors=5)). '
+          'A NaN in any example then skips the step (NaN propagates through '
+          'the aggregators); +-inf alone may be clipped away by a robust one.')
+    frame = frame.f_back
+
+
+def per_example_aggregator(
+    name: str, reduce_fn: Callable[[jax.Array], jax.Array],
+    check_size: Callable[[int], None]) -> optax.GradientTransformation:
+  """An `Aggregator` reducing the leading axis of every (checked) leaf.
+
+  Args:
+    name: the public name, used in errors.
+    reduce_fn: maps one leaf [B, ...] (array or LazyRows) to [...].
+    check_size: raises a ValueError when B does not suit the aggregator.
+
+  Returns:
+    An `Aggregator` (a `GradientTransformationExtraArgs`): init records the
+    params' shapes; update checks and reduces; extra args are ignored.
+  """
+
+  def init_fn(params):
+    return init_state(params, name)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    check_not_under_apply_if_finite(name)
+    check_size(check_updates(updates, state, name))
+    return jax.tree.map(reduce_fn, updates, is_leaf=order_stats.is_lazy), state
+
+  return Aggregator(init_fn, update_fn)

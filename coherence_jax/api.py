@@ -1,0 +1,85 @@
+"""The public functions: jit at the boundary, plus checks that need values.
+
+Everything below `coherence_jax` is a plain traceable function (compose them
+inside your own `jax.jit`, `jax.shard_map` or `jax.pmap`); this module jits
+them once, with the configuration arguments static, and runs a one-time,
+cheap probe that a loss does not couple the examples of a batch (skipped for
+traced inputs, and with `check_independence=False`).
+"""
+
+import functools
+import weakref
+import jax
+
+from coherence_jax import _checks
+from coherence_jax import coherence
+from coherence_jax._tree import LossFn
+from coherence_jax._tree import PyTree
+from coherence_jax.aggregators import streaming
+from coherence_jax.per_example import ghost
+from coherence_jax.per_example import vmap_grads
+from coherence_jax.stats import CoherenceStats
+
+_PROBED: 'weakref.WeakKeyDictionary' = weakref.WeakKeyDictionary()
+
+
+def _probe_independence(loss_fn: LossFn, params: PyTree, batch: PyTree) -> None:
+  """`_checks.check_examples_independent`, once per loss_fn and batch layout."""
+  layout = (jax.tree.structure(batch),
+            tuple((jax.numpy.shape(x), jax.numpy.result_type(x))
+                  for x in jax.tree.leaves(batch)))
+  try:
+    seen = _PROBED.setdefault(loss_fn, set())
+  except TypeError:  # not weak-referenceable: probe every time
+    seen = set()
+  if layout in seen:
+    return
+  _checks.check_per_example_loss(loss_fn, params, batch)
+  _checks.check_examples_independent(loss_fn, params, batch)
+  seen.add(layout)
+
+
+def _jit_with_probe(fn, static_argnames):
+  """jax.jit(fn) behind an independence probe controlled by a keyword."""
+  jitted = jax.jit(fn, static_argnames=static_argnames)
+
+  @functools.wraps(fn)
+  def wrapper(loss_fn, params, batch, *args, check_independence: bool = True,
+              **kwargs):
+    if check_independence:
+      _probe_independence(loss_fn, params, batch)
+    return jitted(loss_fn, params, batch, *args, **kwargs)
+
+  wrapper.jitted = jitted
+  return wrapper
+
+
+def _doc_note(fn):
+  fn.__doc__ = (fn.__doc__ or '') + '''
+  Jitted (`loss_fn` and the configuration arguments are static). With
+  `check_independence=True` (default) the first call per loss_fn and batch
+  layout checks that example 0's loss does not depend on example 1 (a
+  ValueError explains coupled losses such as train-mode BatchNorm).
+  '''
+  return fn
+
+
+coherence_stats = _doc_note(_jit_with_probe(
+    coherence.coherence_stats,
+    ('loss_fn', 'microbatch_size', 'axis_name', 'method', 'ghost_form')))
+per_example_grads = _doc_note(_jit_with_probe(
+    vmap_grads.per_example_grads, ('loss_fn', 'microbatch_size', 'axis_name')))
+per_example_sq_norms = _doc_note(_jit_with_probe(
+    ghost.per_example_sq_norms,
+    ('loss_fn', 'method', 'microbatch_size', 'axis_name', 'ghost_form')))
+per_group_grads = jax.jit(vmap_grads.per_group_grads,
+                          static_argnames=('loss_fn', 'num_groups',
+                                           'axis_name'))
+winsorized_mean_grad = _doc_note(_jit_with_probe(
+    streaming.winsorized_mean_grad, ('loss_fn', 'c', 'microbatch_size')))
+trimmed_mean_grad = _doc_note(_jit_with_probe(
+    streaming.trimmed_mean_grad, ('loss_fn', 'c', 'microbatch_size')))
+
+__all__ = ['CoherenceStats', 'coherence_stats', 'per_example_grads',
+           'per_example_sq_norms', 'per_group_grads',
+           'trimmed_mean_grad', 'winsorized_mean_grad']

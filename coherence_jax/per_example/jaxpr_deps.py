@@ -1,0 +1,34 @@
+"""Dataflow in a jaxpr: which inputs reach the outputs.
+
+Ghost norms and factored Dense gradients trace the loss with a layer's params
+passed twice: once through the hooked layer, once as the model's own copy. If
+the model's copy reaches the loss, the params are also used outside the
+layer's `__call__` (e.g. weight tying via `Embed.attend`).
+"""
+
+from jax.extend import core as jex_core
+
+
+def inputs_reaching_outputs(closed_jaxpr, num_watched: int) -> set:
+  """Indices of the first `num_watched` inputs that reach an output.
+
+  Example:
+    >>> closed = jax.make_jaxpr(lambda a, b: a * 2)(1., 2.)
+    >>> inputs_reaching_outputs(closed, 2)
+    {0}
+  """
+  jaxpr = closed_jaxpr.jaxpr
+  origin = {v: {i} for i, v in enumerate(jaxpr.invars[:num_watched])}
+  for eqn in jaxpr.eqns:
+    found = set()
+    for v in eqn.invars:
+      if not isinstance(v, jex_core.Literal):
+        found |= origin.get(v, set())
+    if found:
+      for v in eqn.outvars:
+        origin[v] = found
+  reached = set()
+  for v in jaxpr.outvars:
+    if not isinstance(v, jex_core.Literal):
+      reached |= origin.get(v, set())
+  return reached

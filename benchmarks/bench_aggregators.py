@@ -1,48 +1,61 @@
-"""Step time of SGD with each robust aggregator, relative to plain SGD.
+r"""Step time of SGD with each robust aggregator, relative to plain SGD.
 
-Usage:
-  .venv/bin/python benchmarks/bench_aggregators.py [--reps=5] [--cases=cnn128,mlp100,cnn512] [--no-memory]
+  .venv/bin/python -m benchmarks.bench_aggregators [--reps=5] \
+      [--cases=cnn128,mlp100,cnn512] [--nomemory]
 
 Prints a markdown table. Plain SGD = jax.grad of the mean loss + optax.sgd.
 Ratios are taken within the same run (the CPU is shared: use medians).
-Winsorized / trimmed rows use dense_per_example.factored_grads (Dense kernels
-as outer-product factors, fused into the selection network) + the optax
-aggregator; the "old path" row uses vmap per-example grads.
-Memory: peak RSS (VmHWM) of a fresh subprocess running
-robust_grad.winsorized_mean_grad at B = 256 and B = 4096, micro-batch 128.
+Winsorized / trimmed rows use `aggregators.factored_grads` (Dense kernels as
+outer-product factors, fused into the selection network) + the optax
+aggregator; the "old path" row uses vmap per-example grads
+(`cj.per_example_grads`).
+Memory: peak RSS (VmHWM) of a fresh process running the streaming
+`cj.winsorized_mean_grad` at B = 256 and B = 4096, micro-batch 128.
 """
 
-import argparse
 import json
 import os
-import sys
 import time
 
-import numpy as np
-
+from absl import app
+from absl import flags
+from flax import nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
-from flax import nnx
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness  # pylint: disable=wrong-import-position
+import coherence_jax as cj
+from coherence_jax import aggregators
+from coherence_jax import models
+from benchmarks import harness
 
-import coherence_jax  # pylint: disable=wrong-import-position
-from coherence_jax import aggregators  # pylint: disable=wrong-import-position
-from coherence_jax import dense_per_example  # pylint: disable=wrong-import-position
-from coherence_jax import models  # pylint: disable=wrong-import-position
-from coherence_jax import per_example  # pylint: disable=wrong-import-position
-from coherence_jax import robust_grad  # pylint: disable=wrong-import-position
+_REPS = flags.DEFINE_integer('reps', 5, 'Timed steps per method (median).',
+                             lower_bound=1)
+_CASES = flags.DEFINE_list('cases', ['cnn128', 'mlp100', 'cnn512'],
+                           'Model and batch: cnnB (the 421,642-param CNN) or '
+                           'mlpB (MLP 784-256-256-256-10).')
+_MEMORY = flags.DEFINE_bool('memory', True, 'Also measure the streaming '
+                            'winsorized gradient\'s peak RSS (--nomemory: '
+                            'skip).')
+_MEM_CHILD = flags.DEFINE_string('mem_child', None, 'Internal: "B,M,C", run '
+                                 'the streaming gradient once and print its '
+                                 'peak RSS.')
+
+flags.register_validator(
+    'cases', lambda cases: all(
+        c[:3] in ('cnn', 'mlp') and c[3:].isdigit() and int(c[3:]) > 0
+        for c in cases),
+    message='--cases: pass model and batch as cnnB or mlpB, e.g. '
+    'cnn128,mlp100.')
 
 
 def cnn():
-  return coherence_jax.from_nnx(models.CNN(rngs=nnx.Rngs(0)),
-                                models.cross_entropy_loss)
+  return cj.from_nnx(models.CNN(rngs=nnx.Rngs(0)), models.cross_entropy_loss)
 
 
 def mlp():
-  return coherence_jax.from_nnx(
+  return cj.from_nnx(
       models.MLP([784, 256, 256, 256, 10], rngs=nnx.Rngs(0)),
       models.cross_entropy_loss)
 
@@ -56,12 +69,12 @@ def make_batch(b, seed=0):
 def steps(loss_fn, b):
   """name -> (grad_fn(params, batch), first transform or None)."""
   mean_grad = jax.grad(lambda p, b: jnp.mean(loss_fn(p, b)))
-  ex = lambda p, b: per_example.example_grads_unjitted(loss_fn, p, b)
-  fact = lambda p, b: dense_per_example.factored_grads(loss_fn, p, b)
+  ex = lambda p, b: cj.per_example_grads(loss_fn, p, b)
+  fact = lambda p, b: aggregators.factored_grads(loss_fn, p, b)
   def grp3(p, b):  # 3 equal groups: drop the B mod 3 last examples (128 -> 126)
     n = jax.tree.leaves(b)[0].shape[0] // 3 * 3
     b = jax.tree.map(lambda x: x[:n], b)
-    return per_example.group_grads_unjitted(loss_fn, p, b, 3)
+    return cj.per_group_grads(loss_fn, p, b, 3)
   out = {'plain SGD': (mean_grad, None),
          'median of means k=3 (per_group_grads + coordinate_median)':
              (grp3, aggregators.coordinate_median()),
@@ -117,37 +130,31 @@ def mem_child(b, m, c):
   """Runs the streaming winsorized gradient once; prints peak RSS as JSON."""
   loss_fn, params = cnn()
   batch = make_batch(b)
-  g = robust_grad.winsorized_mean_grad(loss_fn, params, batch, c=c,
-                                       microbatch_size=m)
+  g = cj.winsorized_mean_grad(loss_fn, params, batch, c=c, microbatch_size=m)
   jax.block_until_ready(g)
   print(json.dumps({'peak_rss_mib': harness.max_rss_mib()}))
 
 
-def main():
-  parser = argparse.ArgumentParser()
-  parser.add_argument('--reps', type=int, default=5)
-  parser.add_argument('--cases', default='cnn128,mlp100,cnn512')
-  parser.add_argument('--no-memory', action='store_true')
-  parser.add_argument('--mem-child', default=None, help=argparse.SUPPRESS)
-  args = parser.parse_args()
-  if args.mem_child:
-    mem_child(*map(int, args.mem_child.split(',')))
+def main(argv):
+  del argv
+  if _MEM_CHILD.value:
+    mem_child(*map(int, _MEM_CHILD.value.split(',')))
     return
   print(f'jax {jax.__version__}, backend {jax.default_backend()}, '
         f'{jax.device_count()} device(s), load average {os.getloadavg()}')
   print('| model | batch | method | step ms | vs plain SGD | compile s |')
   print('|---|---|---|---|---|---|')
-  for case in filter(None, args.cases.split(',')):
+  for case in _CASES.value:
     if case.startswith('cnn'):
-      run_case('CNN 421,642', cnn(), int(case[3:]), args.reps)
+      run_case('CNN 421,642', cnn(), int(case[3:]), _REPS.value)
     else:
-      run_case('MLP 784-256-256-256-10', mlp(), int(case[3:]), args.reps)
-  if not args.no_memory:
+      run_case('MLP 784-256-256-256-10', mlp(), int(case[3:]), _REPS.value)
+  if _MEMORY.value:
     m, c = 128, 4
-    rss = {b: harness.peak_rss_of(os.path.abspath(__file__),
-                                  [f'--mem-child={b},{m},{c}'])
+    rss = {b: harness.peak_rss_of('benchmarks.bench_aggregators',
+                                  [f'--mem_child={b},{m},{c}'])
            for b in (256, 4096)}
-    print(f'\nstreaming robust_grad.winsorized_mean_grad (CNN, c={c}, '
+    print(f'\nstreaming winsorized_mean_grad (CNN, c={c}, '
           f'microbatch {m}), peak RSS (VmHWM) of a fresh process: '
           f'B=256 {rss[256]:.0f} MiB, B=4096 {rss[4096]:.0f} MiB, '
           f'ratio {rss[4096] / rss[256]:.2f}', flush=True)
@@ -155,4 +162,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

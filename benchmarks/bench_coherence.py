@@ -1,7 +1,7 @@
 r"""α by per-example vmap versus ghost norms, against a plain gradient: CNN.
 
-  .venv/bin/python benchmarks/bench_coherence.py [--batches=128,512] \
-      [--reps=10]
+  .venv/bin/python -m benchmarks.bench_coherence [--batches=128,512] \
+      [--reps=10] [--rss_runs=3]
 
 For the benchmark CNN (421,642 params, 28x28x1) at each batch size, prints a
 markdown table: wall time (median, min-max over interleaved reps, so load on
@@ -18,15 +18,10 @@ compiler keeps (the compiled program, caches).
 import json
 import os
 import statistics
-import subprocess
-import sys
 
 from absl import app
 from absl import flags
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # pylint: disable=g-import-not-at-top
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -100,9 +95,8 @@ def _fresh_process(spec: str):
   """Median (peak RSS, run-only RSS) over --rss_runs fresh processes."""
   peaks, runs = [], []
   for _ in range(_RSS_RUNS.value):
-    out = subprocess.run([sys.executable, __file__, f'--case={spec}'],
-                         check=True, capture_output=True, text=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = harness.last_json_line(harness.run_module(
+        'benchmarks.bench_coherence', [f'--case={spec}']).stdout)
     peaks.append(result['peak_rss_mib'])
     runs.append(result['run_rss_mib'])
   return statistics.median(peaks), statistics.median(runs)

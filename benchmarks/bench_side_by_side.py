@@ -1,8 +1,10 @@
 r"""JAX vs PyTorch, one run: plain gradient and α (gradient coherence) methods.
 
-  .venv/bin/python benchmarks/bench_side_by_side.py [--configs=cnn:128,cnn:512,resnet18gn:32] \
-      [--reps=5] [--out_md=benchmarks/README_side_by_side.md] \
+  .venv/bin/python -m benchmarks.bench_side_by_side \
+      [--configs=cnn:128,cnn:512,resnet18gn:32] [--reps=5] [--max_gib=16] \
+      [--out_md=benchmarks/README_side_by_side.md] \
       [--out_png=benchmarks/side_by_side.png]
+  .venv/bin/python -m benchmarks.bench_side_by_side --mode=xla_probe
 
 Needs the `bench` extra (CPU torch 2.13.0, backpack-for-pytorch, opacus).
 Per model/batch config, one fresh process times every method of both
@@ -20,18 +22,43 @@ Cases whose per-example gradients alone (B x #params x 4 bytes, held about
 twice) would exceed --max_gib are skipped and reported as such.
 """
 
-import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from absl import app
+from absl import flags
+
+from benchmarks import harness
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+MODULE = 'benchmarks.bench_side_by_side'
+MODES = ('driver', 'time', 'rss', 'agree', 'xla_one', 'xla_probe')
+
+_CONFIGS = flags.DEFINE_list('configs', ['cnn:128', 'cnn:512', 'resnet18gn:32'],
+                             'model:batch pairs; models: cnn, resnet18gn.')
+_REPS = flags.DEFINE_integer('reps', 5, 'Interleaved timed rounds.',
+                             lower_bound=1)
+_MAX_GIB = flags.DEFINE_float('max_gib', 16.0, 'Skip per-example methods whose '
+                              'gradients would need more GiB than this.')
+_OUT_MD = flags.DEFINE_string('out_md', os.path.join(
+    HERE, 'README_side_by_side.md'), 'Markdown report (its results block is '
+                              'replaced).')
+_OUT_PNG = flags.DEFINE_string('out_png', os.path.join(HERE, 'side_by_side.png'),
+                               'Bar plot.')
+_MODE = flags.DEFINE_enum('mode', 'driver', MODES, 'driver: the whole report; '
+                          'xla_probe: XLA:CPU flag sets; the others are the '
+                          'fresh processes the driver starts.')
+_SPEC = flags.DEFINE_string('spec', '', 'Internal: the case of a time or rss '
+                            'process.')
+
+flags.register_validator(
+    'configs', lambda configs: all(
+        c.count(':') == 1 and c.split(':')[0] in NUM_PARAMS
+        and c.split(':')[1].isdigit() for c in configs),
+    message='--configs: pass model:batch pairs, model cnn or resnet18gn, '
+    'e.g. cnn:128,resnet18gn:32.')
 JAX_METHODS = ('jax plain grad', 'jax alpha vmap', 'jax alpha ghost (auto)')
 PER_EXAMPLE = ('jax alpha vmap', 'torch alpha vmap (torch.func)',
                'torch alpha opacus')
@@ -76,7 +103,7 @@ def jax_runner(name, model_name, batch_size):
 
 
 def torch_runner(name, model_name, batch_size):
-  import bench_torch as bt  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_methods as bt  # pylint: disable=g-import-not-at-top
   model, x, y = bt.problem(model_name, batch_size)
   return bt.make_case(name, model, x, y)
 
@@ -88,7 +115,7 @@ def runner(name, model_name, batch_size):
 
 
 def all_methods():
-  import bench_torch as bt  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_methods as bt  # pylint: disable=g-import-not-at-top
   return list(JAX_METHODS) + list(bt.TORCH_METHODS)
 
 
@@ -108,7 +135,7 @@ def installed(module: str) -> bool:
 
 
 def skip_reason(name, model_name, batch_size, max_gib):
-  import bench_torch as bt  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_methods as bt  # pylint: disable=g-import-not-at-top
   if name in NEEDS and not installed(NEEDS[name]):
     return f'skipped: {NEEDS[name]} is not installed'
   if name == 'torch alpha backpack' and model_name == 'resnet18gn':
@@ -125,7 +152,6 @@ def skip_reason(name, model_name, batch_size, max_gib):
 # -------------------------------------------------------- subprocess modes ----
 
 def max_rss_mib() -> float:
-  from benchmarks import harness  # pylint: disable=g-import-not-at-top
   return harness.max_rss_mib()
 
 
@@ -147,9 +173,9 @@ def mode_time(spec, reps, max_gib):
       skipped[name] = reason
       continue
     fns[name] = runner(name, model_name, batch_size)
-  from benchmarks import bench_torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_methods  # pylint: disable=g-import-not-at-top
   # warm-up once (compilation, opacus/backpack hooks), then round-robin reps.
-  out = bench_torch.time_interleaved(fns, reps)
+  out = torch_methods.time_interleaved(fns, reps)
   for timing in out.values():
     timing['reps'] = reps
   print(json.dumps({'times': out, 'skipped': skipped}))
@@ -160,7 +186,7 @@ def mode_agree(batch_size=128):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
-  import bench_torch as bt  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_methods as bt  # pylint: disable=g-import-not-at-top
   import coherence_jax as cj  # pylint: disable=g-import-not-at-top
   loss_fn, params, batch = jax_problem('cnn', batch_size)
   out = {}
@@ -230,7 +256,7 @@ def mode_xla_one(reps=7):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
-  import bench_torch as bt  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_methods as bt  # pylint: disable=g-import-not-at-top
   out = {}
   # 1. A small conv -> dot program against float64 numpy.
   ks = jax.random.split(jax.random.key(3), 3)
@@ -304,16 +330,16 @@ def mode_xla_probe(rounds=2):
   """Each flag set in a fresh process, `rounds` times round-robin."""
   results = {f: [] for f in XLA_FLAG_SETS}
   for _ in range(rounds):
-    for flags in XLA_FLAG_SETS:
-      env = dict(os.environ, XLA_FLAGS=flags)
-      res = subprocess.run([sys.executable, __file__, '--mode=xla_one'],
-                           capture_output=True, text=True, env=env)
+    for xla_flags in XLA_FLAG_SETS:
+      env = dict(os.environ, XLA_FLAGS=xla_flags)
+      res = harness.run_module(MODULE, ['--mode=xla_one'], check=False,
+                               env=env)
       if res.returncode:
-        results[flags].append(
+        results[xla_flags].append(
             {'error': (res.stderr.strip().splitlines() or ['?'])[-1][:160]})
       else:
-        results[flags].append(json.loads(res.stdout.strip().splitlines()[-1]))
-      print(flags or '(default)', json.dumps(results[flags][-1]), flush=True)
+        results[xla_flags].append(json.loads(res.stdout.strip().splitlines()[-1]))
+      print(xla_flags or '(default)', json.dumps(results[xla_flags][-1]), flush=True)
   print(f'load average {_loadavg()}')
   print(json.dumps(results))
 
@@ -321,8 +347,7 @@ def mode_xla_probe(rounds=2):
 # ------------------------------------------------------------------ driver ----
 
 def _sub(args):
-  res = subprocess.run([sys.executable, __file__, *args], capture_output=True,
-                       text=True)
+  res = harness.run_module(MODULE, args, check=False)
   if res.returncode:
     return {'error': (res.stderr.strip().splitlines() or ['?'])[-1][:200]}
   return json.loads(res.stdout.strip().splitlines()[-1])
@@ -361,46 +386,41 @@ def plot(rows, path):
   fig.savefig(path, dpi=110)
 
 
-def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument('--configs', default='cnn:128,cnn:512,resnet18gn:32')
-  ap.add_argument('--reps', type=int, default=5)
-  ap.add_argument('--max_gib', type=float, default=16.0)
-  ap.add_argument('--out_md', default=os.path.join(HERE,
-                                                   'README_side_by_side.md'))
-  ap.add_argument('--out_png', default=os.path.join(HERE, 'side_by_side.png'))
-  ap.add_argument('--mode', default='driver',
-                  choices=['driver', 'time', 'rss', 'agree', 'xla_one',
-                           'xla_probe'])
-  ap.add_argument('--spec', default='')
-  args = ap.parse_args()
-  if args.mode == 'rss':
-    return mode_rss(args.spec)
-  if args.mode == 'time':
-    return mode_time(args.spec, args.reps, args.max_gib)
-  if args.mode == 'agree':
+def main(argv):
+  del argv
+  mode = _MODE.value
+  if mode == 'rss':
+    return mode_rss(_SPEC.value)
+  if mode == 'time':
+    return mode_time(_SPEC.value, _REPS.value, _MAX_GIB.value)
+  if mode == 'agree':
     return mode_agree()
-  if args.mode == 'xla_one':
+  if mode == 'xla_one':
     return mode_xla_one()
-  if args.mode == 'xla_probe':
+  if mode == 'xla_probe':
     return mode_xla_probe()
+  return driver(_CONFIGS.value, _REPS.value, _MAX_GIB.value, _OUT_MD.value,
+                _OUT_PNG.value)
 
+
+def driver(configs, reps, max_gib, out_md, out_png):
+  """Times every config in fresh processes; writes out_md and out_png."""
   import jax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   header = (f'jax {jax.__version__} (XLA:CPU), torch {torch.__version__} '
             f'({torch.get_num_threads()} threads), Python '
             f'{platform.python_version()}, {os.cpu_count()} CPUs (shared); '
-            f'{args.reps} reps interleaved; load average at start '
+            f'{reps} reps interleaved; load average at start '
             f'{_loadavg()}')
   print(header, flush=True)
   agree = _sub(['--mode=agree'])
   print('agreement:', json.dumps(agree), flush=True)
   rows = []
-  for config in args.configs.split(','):
+  for config in configs:
     model_name, batch_size = config.split(':')
     label = f'{model_name} B={batch_size}'
     timing = _sub(['--mode=time', f'--spec={model_name}|{batch_size}',
-                   f'--reps={args.reps}', f'--max_gib={args.max_gib}'])
+                   f'--reps={reps}', f'--max_gib={max_gib}'])
     if 'error' in timing:
       print(label, 'timing failed:', timing['error'], flush=True)
       timing = {'times': {}, 'skipped': {}}
@@ -448,8 +468,8 @@ def main():
   print(generated)
   marker_start = '<!-- results:start -->'
   marker_end = '<!-- results:end -->'
-  if os.path.exists(args.out_md):
-    text = open(args.out_md).read()
+  if os.path.exists(out_md):
+    text = open(out_md).read()
     if marker_start in text and marker_end in text:
       head, rest = text.split(marker_start, 1)
       text = head + marker_start + '\n' + generated + marker_end + \
@@ -459,12 +479,12 @@ def main():
   else:
     text = ('# JAX vs PyTorch side by side: plain gradient and α\n\n' +
             marker_start + '\n' + generated + marker_end + '\n')
-  with open(args.out_md, 'w') as f:
+  with open(out_md, 'w') as f:
     f.write(text)
-  plot(rows, args.out_png)
+  plot(rows, out_png)
   with open(os.path.join('/tmp', 'side_by_side_rows.json'), 'w') as f:
     json.dump({'rows': rows, 'agree': agree, 'header': header}, f)
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

@@ -2,19 +2,25 @@
 
 Time: median and spread of repeated, blocked calls after a warm-up (compile).
 Memory: XLA's compiled memory analysis (temp + output bytes), and the peak RSS
-of a fresh process that runs one case (`peak_rss_of`).
+of a fresh process that runs one case (`peak_rss_of`). Fresh processes run a
+benchmark module as `python -m benchmarks.<name>` from the repository root
+(`run_module`), as the scripts themselves are run.
 """
 
 import json
+import os
 import random
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-import jax
+# jax is imported where it is used, so that torch-only processes (their peak
+# RSS is measured) do not load it.
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def time_interleaved(fns: Dict[str, Callable[[], Any]], reps: int = 10,
@@ -28,7 +34,9 @@ def time_interleaved(fns: Dict[str, Callable[[], Any]], reps: int = 10,
   `jax.block_until_ready`; pass `lambda r: r` for functions that synchronise
   themselves, e.g. torch ones).
   """
-  sync = sync or jax.block_until_ready
+  if sync is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    sync = jax.block_until_ready
   for fn in fns.values():
     for _ in range(warmup):
       sync(fn())
@@ -69,11 +77,28 @@ def max_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def peak_rss_of(script: str, args: Sequence[str]) -> float:
-  """Peak RSS (MiB) of `python script args...`, which prints a JSON line last."""
-  out = subprocess.run([sys.executable, script, *args], check=True,
-                       capture_output=True, text=True)
-  return json.loads(out.stdout.strip().splitlines()[-1])['peak_rss_mib']
+def run_module(module: str, args: Sequence[str], *, check: bool = True,
+               env: Optional[Mapping[str, str]] = None
+               ) -> subprocess.CompletedProcess:
+  """`python -m module args...` in a fresh process, from the repository root.
+
+  Example:
+    >>> run_module('benchmarks.bench_coherence', ['--case=idle:8']).stdout
+  """
+  return subprocess.run([sys.executable, '-m', module, *args], check=check,
+                        capture_output=True, text=True, cwd=REPO_ROOT,
+                        env=None if env is None else dict(env))
+
+
+def last_json_line(stdout: str) -> Dict[str, Any]:
+  """The JSON object a child process printed last."""
+  return json.loads(stdout.strip().splitlines()[-1])
+
+
+def peak_rss_of(module: str, args: Sequence[str]) -> float:
+  """Peak RSS (MiB) of `python -m module args...`, which prints a JSON line
+  with 'peak_rss_mib' last."""
+  return last_json_line(run_module(module, args).stdout)['peak_rss_mib']
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -1,5 +1,7 @@
 """tfds data_source + grain pipeline, on tfds mock data (never downloads)."""
 
+import time
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -43,9 +45,69 @@ def test_host_shards_partition_the_data(mock_mnist):
   assert not set.intersection(*ids)
 
 
-def test_missing_dataset_fails_fast_with_instructions(tmp_path):
-  with pytest.raises(ValueError, match=r'not readable under data_dir=.*tfds build'):
+@pytest.fixture
+def no_download(monkeypatch):
+  """Any attempt to download or prepare a dataset fails the test."""
+  def forbidden(*args, **kwargs):
+    raise AssertionError('the test tried to download a dataset')
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare',
+                      forbidden)
+
+
+def test_unprepared_dataset_fails_fast_with_instructions(tmp_path, no_download):
+  start = time.perf_counter()
+  with pytest.raises(ValueError) as info:
     tfds_source.data_source('mnist', 'train', data_dir=str(tmp_path))
+  assert time.perf_counter() - start < 10.0
+  message = str(info.value)
+  assert "'mnist'" in message and 'is not prepared' in message
+  assert f'data_dir={str(tmp_path)!r}' in message
+  assert 'tfds build mnist --data_dir=DIR' in message
+  assert not list(tmp_path.iterdir())  # nothing downloaded or written
+
+
+def test_unprepared_dataset_under_the_default_data_dir(no_download):
+  # conftest points TFDS_DATA_DIR at a directory that does not exist.
+  with pytest.raises(ValueError, match=r"'cifar10'.*is not prepared under "
+                     r'data_dir=None \(looked in /nonexistent'):
+    tfds_source.data_source('cifar10', 'test')
+
+
+def test_unknown_name_is_not_a_tfds_dataset(no_download):
+  with pytest.raises(ValueError) as info:
+    tfds_source.data_source('definitely_not_a_dataset', 'train')
+  message = str(info.value)
+  assert "'definitely_not_a_dataset' is not a tfds dataset" in message
+  assert 'tfds build' not in message
+
+
+def test_misspelt_name_lists_close_names(no_download):
+  with pytest.raises(ValueError, match=r"'mnst' is not a tfds dataset "
+                     r'\(close names: mnist'):
+    tfds_source.data_source('mnst', 'train')
+
+
+def test_load_arrays_takes_chosen_examples(mock_mnist):
+  picked = tfds_source.load_arrays(mock_mnist, np.array([3, 0, 39]))
+  everything = tfds_source.load_arrays(mock_mnist)
+  np.testing.assert_array_equal(picked['image'],
+                                everything['image'][[3, 0, 39]])
+  np.testing.assert_array_equal(picked['label'],
+                                everything['label'][[3, 0, 39]])
+
+
+@pytest.mark.parametrize('index', [40, 1000, -1, -40])
+def test_load_arrays_rejects_out_of_range_indices(mock_mnist, index):
+  with pytest.raises(IndexError, match=rf'index {index} is out of range for '
+                     r'a dataset of length 40'):
+    tfds_source.load_arrays(mock_mnist, np.array([0, index]))
+
+
+@pytest.mark.parametrize('indices', [np.array([0.0, 1.5]),
+                                     np.zeros((2, 2), np.int32)])
+def test_load_arrays_rejects_non_integer_or_nested_indices(mock_mnist, indices):
+  with pytest.raises(ValueError, match=r'indices: .*integer indices of shape'):
+    tfds_source.load_arrays(mock_mnist, indices)
 
 
 def test_split_is_required():

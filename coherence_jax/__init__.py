@@ -2,6 +2,27 @@
 
 The top-level functions are jitted (see `api.py`); the modules below hold the
 plain traceable functions they are built from.
+
+  coherence_stats       S, Q and m of a batch's per-example gradients
+                        (`CoherenceStats`: α, m-coherence, report).
+  per_example_grads     per-example gradients, [B, *param.shape] per leaf.
+  per_example_sq_norms  per-example squared gradient norms (ghost norms).
+  per_group_grads       mean gradient of each of k equal groups of examples.
+  winsorized_mean_grad, trimmed_mean_grad
+                        robust mean gradients, streamed over micro-batches.
+  from_nnx              a Flax NNX model as `loss_fn(params, batch) -> [B]`.
+  aggregators, models   Optax robust aggregators; the experiments' models.
+
+Example:
+  >>> import coherence_jax as cj
+  >>> from flax import nnx
+  >>> from coherence_jax.models import MLP, cross_entropy_loss
+  >>> loss_fn, params = cj.from_nnx(MLP([784, 32, 10], rngs=nnx.Rngs(0)),
+  ...                               cross_entropy_loss)
+  >>> batch = {'image': jnp.ones((8, 784)), 'label': jnp.arange(8) % 10}
+  >>> stats = cj.coherence_stats(loss_fn, params, batch)
+  >>> int(stats.count), 0.0 <= float(stats.alpha()) <= 1.0
+  (8, True)
 """
 
 from coherence_jax import aggregators

@@ -1,4 +1,13 @@
-"""Input checks shared by the public functions: clear errors, named arguments."""
+"""Input checks shared by the public functions: clear errors, named arguments.
+
+Each check raises a ValueError whose message starts with the name of the
+argument at fault and says what to pass instead.
+
+Example:
+  >>> check_microbatch_size(0)
+  Traceback (most recent call last):
+  ValueError: microbatch_size: got 0; pass a positive int (the number of ...
+"""
 
 from typing import Optional
 
@@ -15,8 +24,23 @@ from coherence_jax._tree import path_str
 def batch_size(batch: PyTree, *, arg_name: str = 'batch') -> int:
   """Returns the shared leading size B >= 1 of every leaf of `batch`.
 
-  >>> batch_size({'image': jnp.zeros((8, 28, 28, 1)), 'label': jnp.zeros(8)})
-  8
+  Args:
+    batch: pytree of arrays with a leading example axis.
+    arg_name: the argument name used in error messages.
+
+  Returns:
+    B, the leading size shared by every leaf.
+
+  Raises:
+    ValueError: an empty pytree, a scalar leaf, leaves with different leading
+      sizes, or B = 0.
+
+  Example:
+    >>> batch_size({'image': jnp.zeros((8, 28, 28, 1)), 'label': jnp.zeros(8)})
+    8
+    >>> batch_size({'image': jnp.zeros((8, 784)), 'label': jnp.zeros(4)})
+    Traceback (most recent call last):
+    ValueError: batch: leaves have different leading sizes {'image': 8, ...
   """
   leaves = jax.tree_util.tree_leaves_with_path(batch)
   if not leaves:
@@ -42,7 +66,20 @@ def batch_size(batch: PyTree, *, arg_name: str = 'batch') -> int:
 
 
 def check_microbatch_size(microbatch_size: Optional[int]) -> None:
-  """None or a positive int, else a ValueError naming `microbatch_size`."""
+  """None or a positive int, else a ValueError naming `microbatch_size`.
+
+  Args:
+    microbatch_size: the value to check.
+
+  Raises:
+    ValueError: anything but None or a positive int (bools included).
+
+  Example:
+    >>> check_microbatch_size(None); check_microbatch_size(32)
+    >>> check_microbatch_size(True)
+    Traceback (most recent call last):
+    ValueError: microbatch_size: got True; pass a positive int (the number ...
+  """
   if microbatch_size is not None and (
       not isinstance(microbatch_size, int) or isinstance(microbatch_size, bool)
       or microbatch_size <= 0):
@@ -52,13 +89,42 @@ def check_microbatch_size(microbatch_size: Optional[int]) -> None:
 
 
 def check_c(c, name: str) -> None:
-  """`c` (values clipped / dropped at each end) is a non-negative int."""
+  """`c` (values clipped / dropped at each end) is a non-negative int.
+
+  Args:
+    c: the number of values clipped (winsorized) or dropped (trimmed) at each
+      end of the sorted per-example values.
+    name: the calling function, used in the error message.
+
+  Raises:
+    ValueError: `c` is not a non-negative int (bools included).
+
+  Example:
+    >>> check_c(-1, 'trimmed_mean')
+    Traceback (most recent call last):
+    ValueError: trimmed_mean: c must be a non-negative int, got -1.
+  """
   if not isinstance(c, int) or isinstance(c, bool) or c < 0:
     raise ValueError(f'{name}: c must be a non-negative int, got {c!r}.')
 
 
 def check_c_fits(c: int, size: int, name: str) -> None:
-  """2c + 1 <= B: at least one value survives the clipping / trimming."""
+  """2c + 1 <= B: at least one value survives the clipping / trimming.
+
+  Args:
+    c: values clipped / dropped at each end.
+    size: the number of examples B.
+    name: the calling function, used in the error message.
+
+  Raises:
+    ValueError: 2c + 1 > B.
+
+  Example:
+    >>> check_c_fits(2, 5, 'winsorized_mean')
+    >>> check_c_fits(2, 4, 'winsorized_mean')
+    Traceback (most recent call last):
+    ValueError: winsorized_mean: c=2 needs at least 2c+1 = 5 examples, got B=4...
+  """
   if 2 * c + 1 > size:
     raise ValueError(
         f'{name}: c={c} needs at least 2c+1 = {2 * c + 1} examples, got '
@@ -66,12 +132,40 @@ def check_c_fits(c: int, size: int, name: str) -> None:
 
 
 def check_method(method: str, allowed) -> None:
+  """`method` is one of `allowed`.
+
+  Args:
+    method: the value to check.
+    allowed: the accepted values.
+
+  Raises:
+    ValueError: `method` is not in `allowed`.
+
+  Example:
+    >>> check_method('ghost', ('ghost', 'auto', 'vmap'))
+    >>> check_method('fast', ('ghost', 'auto', 'vmap'))
+    Traceback (most recent call last):
+    ValueError: method: got 'fast'; pass one of ('ghost', 'auto', 'vmap').
+  """
   if method not in allowed:
     raise ValueError(f'method: got {method!r}; pass one of {tuple(allowed)}.')
 
 
 def check_float_params(params: PyTree) -> None:
-  """Every param leaf is a floating-point array (gradients need it)."""
+  """Every param leaf is a floating-point array (gradients need it).
+
+  Args:
+    params: pytree of arrays.
+
+  Raises:
+    ValueError: a leaf with an integer or boolean dtype (named by path).
+
+  Example:
+    >>> check_float_params({'w': jnp.ones(3)})
+    >>> check_float_params({'w': jnp.ones(3), 'step': jnp.int32(0)})
+    Traceback (most recent call last):
+    ValueError: params: leaf step has dtype int32; per-example gradients ...
+  """
   for path, leaf in jax.tree_util.tree_leaves_with_path(params):
     dtype = jnp.result_type(leaf)
     if not jnp.issubdtype(dtype, jnp.inexact):
@@ -83,7 +177,32 @@ def check_float_params(params: PyTree) -> None:
 
 def check_per_example_loss(loss_fn: LossFn, params: PyTree,
                            batch: PyTree) -> int:
-  """Checks that `loss_fn(params, batch)` returns per-example losses [B]."""
+  """Checks that `loss_fn(params, batch)` returns per-example losses [B].
+
+  Traces `loss_fn` once with `jax.eval_shape` (nothing is computed).
+
+  Args:
+    loss_fn: `loss_fn(params, batch) -> [B]`.
+    params: pytree of float arrays.
+    batch: pytree of arrays with a shared leading example axis B.
+
+  Returns:
+    B.
+
+  Raises:
+    ValueError: a bad batch (see `batch_size`), non-float params, a model
+      that mutates its state while computing the loss (e.g. train-mode
+      BatchNorm hard-coded in `__call__`), or an output that is not of shape
+      [B] (e.g. a mean loss).
+
+  Example:
+    >>> check_per_example_loss(loss_fn, params, batch)
+    16
+    >>> mean_loss = lambda p, b: loss_fn(p, b).mean()
+    >>> check_per_example_loss(mean_loss, params, batch)
+    Traceback (most recent call last):
+    ValueError: loss_fn: must return per-example losses of shape [B] = (16,)...
+  """
   size = batch_size(batch)
   check_float_params(params)
   try:
@@ -109,8 +228,26 @@ def check_examples_independent(loss_fn: LossFn, params: PyTree,
 
   A cheap probe on the first two examples (concrete values only): losses that
   couple examples (train-mode BatchNorm, `x - x.mean(0)`, ...) make
-  per-example gradients ill-defined. Skipped for B < 2, under tracing, and
-  for batches without a floating-point leaf to perturb.
+  per-example gradients ill-defined. Every floating-point leaf of example 1
+  is shifted; integer leaves (labels) are kept. Skipped for B < 2, under
+  tracing, for batches without a floating-point leaf to perturb, and when
+  example 0's loss is not finite. Runs `loss_fn` twice on two examples.
+
+  Args:
+    loss_fn: `loss_fn(params, batch) -> [B]`.
+    params: pytree of float arrays.
+    batch: pytree of arrays with a shared leading example axis B.
+
+  Raises:
+    ValueError: example 0's loss moved by more than 1e-4 relative.
+
+  Example:
+    >>> check_examples_independent(loss_fn, params, batch)
+    >>> coupled = lambda w, b: (b['x'] - b['x'].mean(0)) @ w
+    >>> check_examples_independent(coupled, jnp.ones(2),
+    ...                            {'x': jnp.ones((4, 2))})
+    Traceback (most recent call last):
+    ValueError: loss_fn: example 0's loss changed (0.0 -> -0.75) when only ...
   """
   leaves = jax.tree.leaves(batch)
   if any(isinstance(x, jax.core.Tracer) for x in leaves + jax.tree.leaves(

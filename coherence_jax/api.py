@@ -5,6 +5,16 @@ inside your own `jax.jit`, `jax.shard_map` or `jax.pmap`); this module jits
 them once, with the configuration arguments static, and runs a one-time,
 cheap probe that a loss does not couple the examples of a batch (skipped for
 traced inputs, and with `check_independence=False`).
+
+Example:
+  >>> centered = lambda w, b: (b['x'] - b['x'].mean(0)) @ w   # couples examples
+  >>> xs = {'x': jnp.arange(8.).reshape(4, 2)}
+  >>> per_example_grads(centered, jnp.ones(2), xs)
+  Traceback (most recent call last):
+  ValueError: loss_fn: example 0's loss changed (-2.0 -> -3.75) when only ...
+  >>> per_example_grads(centered, jnp.ones(2), xs,
+  ...                   check_independence=False).shape
+  (4, 2)
 """
 
 import functools
@@ -24,7 +34,12 @@ _PROBED: 'weakref.WeakKeyDictionary' = weakref.WeakKeyDictionary()
 
 
 def _probe_independence(loss_fn: LossFn, params: PyTree, batch: PyTree) -> None:
-  """`_checks.check_examples_independent`, once per loss_fn and batch layout."""
+  """`_checks.check_examples_independent`, once per loss_fn and batch layout.
+
+  Also runs `_checks.check_per_example_loss` first, so a wrong output shape
+  is reported before the probe evaluates the loss. A layout is remembered
+  only after it passed, and only for weak-referenceable loss functions.
+  """
   layout = (jax.tree.structure(batch),
             tuple((jax.numpy.shape(x), jax.numpy.result_type(x))
                   for x in jax.tree.leaves(batch)))
@@ -72,9 +87,8 @@ per_example_grads = _doc_note(_jit_with_probe(
 per_example_sq_norms = _doc_note(_jit_with_probe(
     ghost.per_example_sq_norms,
     ('loss_fn', 'method', 'microbatch_size', 'axis_name', 'ghost_form')))
-per_group_grads = jax.jit(vmap_grads.per_group_grads,
-                          static_argnames=('loss_fn', 'num_groups',
-                                           'axis_name'))
+per_group_grads = _doc_note(_jit_with_probe(
+    vmap_grads.per_group_grads, ('loss_fn', 'num_groups', 'axis_name')))
 winsorized_mean_grad = _doc_note(_jit_with_probe(
     streaming.winsorized_mean_grad, ('loss_fn', 'c', 'microbatch_size')))
 trimmed_mean_grad = _doc_note(_jit_with_probe(

@@ -3,6 +3,12 @@
 Data flow: loss_fn + params + batch -> per micro-batch, per-example gradients
 (vmap) or S and ghost norms (per_example.ghost) -> `CoherenceStats` -> merged
 over micro-batches -> psum-ed over `axis_name` (devices, hosts).
+
+Example (16 copies of one example: every gradient is the same, so the
+m-coherence is m = 16):
+  >>> same = jax.tree.map(lambda x: jnp.repeat(x[:1], 16, axis=0), batch)
+  >>> round(float(coherence_stats(loss_fn, params, same).m_coherence()), 3)
+  16.0
 """
 
 from typing import Optional
@@ -56,10 +62,22 @@ def coherence_stats(loss_fn: LossFn, params: PyTree, batch: PyTree, *,
       per-example, an empty batch, or a sharded batch without `axis_name`.
 
   Example:
-    >>> loss_fn, params = from_nnx(MLP([784, 512, 10], rngs=nnx.Rngs(0)),
-    ...                            cross_entropy_loss)
-    >>> stats = coherence_stats(loss_fn, params, batch, microbatch_size=250)
-    >>> float(stats.m_coherence())
+    >>> stats = coherence_stats(loss_fn, params, batch)  # from_nnx(MLP(...))
+    >>> int(stats.count), stats.sum_grads['layers'][0]['kernel'].shape
+    (16, (784, 32))
+    >>> 0.0 <= float(stats.alpha()) <= 1.0
+    True
+    >>> chunked = coherence_stats(loss_fn, params, batch, microbatch_size=8)
+    >>> bool(jnp.allclose(chunked.m_coherence(), stats.m_coherence(),
+    ...                   rtol=1e-4))
+    True
+    >>> both = stats.merge(coherence_stats(loss_fn, params, other_batch))
+    >>> int(both.count)
+    32
+    >>> coherence_stats(lambda w, b: b['x'] @ w, jnp.ones(3),
+    ...                 {'x': jnp.ones((4, 3))}, method='ghost')
+    Traceback (most recent call last):
+    ValueError: loss_fn: method='ghost' needs the model's layers, but got ...
   """
   ghost.check_ghost_args(loss_fn, method, ghost_form)
   _checks.check_per_example_loss(loss_fn, params, batch)

@@ -7,6 +7,10 @@ Chunks are `lax.dynamic_slice`s of the batch taken inside a `lax.scan` (or
 `lax.map`), so only one chunk's intermediates are alive at a time; a
 remainder that does not fill a chunk is processed once more at its own size,
 so every example counts exactly once.
+
+Example:
+  >>> microbatched(lambda b: 2 * b, jnp.arange(5.), 2)  # chunks 2, 2, 1
+  Array([0., 2., 4., 6., 8.], dtype=float32)
 """
 
 from typing import Any, Callable, Optional, Union
@@ -43,7 +47,11 @@ def microbatched(fn: Callable[..., PyTree], batch: PyTree,
 
   Returns:
     The combined result; equal to `fn(batch)` for 'concat' and 'sum' up to
-    the order of floating-point additions.
+    the order of floating-point additions. For 'fold', the final carry.
+
+  Raises:
+    ValueError: a bad `combine`, 'fold' without `init`, a bad
+      `microbatch_size`, or a batch without a shared leading axis B >= 1.
 
   Example:
     >>> sq = lambda b: b['x'] ** 2
@@ -52,6 +60,14 @@ def microbatched(fn: Callable[..., PyTree], batch: PyTree,
     >>> microbatched(lambda b: b['x'].sum(), {'x': jnp.arange(5.)}, 2,
     ...              combine='sum')
     Array(10., dtype=float32)
+    >>> s, q = microbatched(lambda x: (x.sum(), x ** 2), jnp.arange(5.), 2,
+    ...                     combine=('sum', 'concat'))
+    >>> float(s), q.shape
+    (10.0, (5,))
+    >>> count = lambda carry, x: carry + x.shape[0]  # chunk sizes: 2, 2, 1
+    >>> int(microbatched(count, jnp.arange(5.), 2, combine='fold',
+    ...                  init=jnp.int32(0)))
+    5
   """
   fold = isinstance(combine, str) and combine == 'fold'
   if fold and init is None:

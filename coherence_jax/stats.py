@@ -9,6 +9,15 @@ Partial sums from micro-batches, devices and hosts merge by addition.
 `scale²`, where `scale` is a power of two above the largest |entry| seen
 (exact rescaling); merging brings both sides to the larger scale first. α,
 m-coherence and the report then hold for gradients from 1e-30 to 1e30.
+
+Example (3 examples of a one-leaf model; S = (2, 2), Q = 1 + 1 + 2):
+  >>> g = {'w': jnp.array([[1., 0.], [0., 1.], [1., 1.]])}
+  >>> stats = CoherenceStats.from_grads(g)
+  >>> float(stats.m_coherence()), round(float(stats.alpha()), 4)
+  (2.0, 0.6667)
+  >>> tiny = CoherenceStats.from_grads({'w': 1e-30 * g['w']})
+  >>> float(tiny.m_coherence())   # 1e-60 is no float32, yet the ratio holds
+  2.0
 """
 
 import dataclasses
@@ -44,6 +53,11 @@ class CoherenceStats:
   `alpha_unbiased()` is nan (no pairs to average over). When the gradients sum
   to zero but are not all zero, m-coherence is 0 and gradient diversity inf.
 
+  A registered pytree (every field is data), so it can be returned from
+  `jax.jit`, carried through `lax.scan` and stacked by `jax.vmap`. The ratio
+  methods read one set of statistics: on statistics stacked by `jax.vmap`,
+  call them inside the vmapped function (as in the `psum` example).
+
   Example:
     >>> g = {'w': jnp.array([[1., 0.], [0., 1.], [1., 1.]])}  # 3 examples
     >>> stats = CoherenceStats.from_grads(g)
@@ -59,7 +73,20 @@ class CoherenceStats:
 
   @classmethod
   def zeros(cls, params: PyTree) -> 'CoherenceStats':
-    """Empty statistics for a model with `params`."""
+    """Empty statistics for a model with `params`.
+
+    Args:
+      params: the model's params (only their structure and shapes are used).
+
+    Returns:
+      Statistics of zero examples: S = 0, Q = 0, count 0, scale 1. The
+      identity of `merge`.
+
+    Example:
+      >>> empty = CoherenceStats.zeros({'w': jnp.ones((2, 3))})
+      >>> int(empty.count), float(empty.alpha())
+      (0, nan)
+    """
     return cls(
         sum_grads=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32),
                                params),
@@ -71,9 +98,30 @@ class CoherenceStats:
   def from_grads(cls, grads: PyTree) -> 'CoherenceStats':
     """Statistics of per-example gradients with a leading example axis.
 
+    Args:
+      grads: per-example gradients, a params-shaped pytree with every leaf
+        [B, *param.shape] (e.g. from `per_example_grads`); cast to float32.
+
+    Returns:
+      The statistics of the B examples, Q in units of the power of two above
+      the largest |entry|.
+
     Raises:
       ValueError: an empty pytree, a scalar leaf, or leaves whose leading
         (example) sizes differ.
+
+    Example:
+      >>> stats = CoherenceStats.from_grads(
+      ...     {'w': jnp.array([[1., 0.], [0., 1.], [1., 1.]])})
+      >>> int(stats.count), stats.sum_grads['w']
+      (3, Array([2., 2.], dtype=float32))
+      >>> float(stats.scale), float(stats.sum_sq_norms['w'])   # Q / scale²
+      (2.0, 1.0)
+      >>> float(stats.sq_norms()['w'])
+      4.0
+      >>> CoherenceStats.from_grads({'w': jnp.ones((3, 2)), 'b': jnp.ones(2)})
+      Traceback (most recent call last):
+      ValueError: grads: leading (example) sizes differ or are missing ...
     """
     leaves = jax.tree_util.tree_leaves_with_path(grads)
     if not leaves:
@@ -96,7 +144,22 @@ class CoherenceStats:
   @classmethod
   def from_sums(cls, sum_grads: PyTree, sq_norms: PyTree,
                 count) -> 'CoherenceStats':
-    """Statistics from S and per-leaf Q in plain units (scale 1)."""
+    """Statistics from S and per-leaf Q in plain units (scale 1).
+
+    Args:
+      sum_grads: S = Σ g_i, params-shaped.
+      sq_norms: per param leaf, Σ_i ‖g_i^leaf‖² (scalars).
+      count: m, the number of examples.
+
+    Returns:
+      The statistics, every field cast to float32 (count to int32).
+
+    Example:
+      >>> stats = CoherenceStats.from_sums(
+      ...     {'w': jnp.array([2., 2.])}, {'w': 4.}, 3)
+      >>> float(stats.m_coherence())
+      2.0
+    """
     return cls(
         sum_grads=jax.tree.map(lambda s: jnp.asarray(s, jnp.float32),
                                sum_grads),
@@ -106,14 +169,46 @@ class CoherenceStats:
         scale=jnp.ones((), jnp.float32))
 
   def rescaled(self, scale: jax.Array) -> 'CoherenceStats':
-    """The same statistics with Q in units of `scale`² (scale >= self.scale)."""
+    """The same statistics with Q in units of `scale`² (scale >= self.scale).
+
+    Args:
+      scale: the new unit; use a power of two for exact rescaling.
+
+    Returns:
+      Statistics with equal plain-unit values (`sq_norms()`, ratios).
+
+    Example:
+      >>> stats = CoherenceStats.from_grads(
+      ...     {'w': jnp.array([[1., 0.], [0., 1.], [1., 1.]])})
+      >>> wide = stats.rescaled(jnp.float32(4.))
+      >>> float(wide.sum_sq_norms['w']), float(wide.sq_norms()['w'])
+      (0.25, 4.0)
+    """
     ratio = self.scale / scale
     return dataclasses.replace(
         self, sum_sq_norms=jax.tree.map(lambda q: q * ratio * ratio,
                                         self.sum_sq_norms), scale=scale)
 
   def merge(self, other: 'CoherenceStats') -> 'CoherenceStats':
-    """Statistics of the union of both samples: every sum adds."""
+    """Statistics of the union of both samples: every sum adds.
+
+    Both sides are first brought to the larger of the two scales.
+
+    Args:
+      other: statistics of the same params structure.
+
+    Returns:
+      The merged statistics (count = self.count + other.count).
+
+    Example:
+      >>> a = CoherenceStats.from_grads({'w': jnp.array([[1., 0.], [0., 1.]])})
+      >>> b = CoherenceStats.from_grads({'w': jnp.array([[4., 4.]])})
+      >>> both = a.merge(b)
+      >>> int(both.count), round(float(both.m_coherence()), 4)  # 50 / 34
+      (3, 1.4706)
+      >>> float(CoherenceStats.zeros({'w': jnp.ones(2)}).merge(a).m_coherence())
+      1.0
+    """
     scale = jnp.maximum(self.scale, other.scale)
     a, b = self.rescaled(scale), other.rescaled(scale)
     return CoherenceStats(
@@ -122,45 +217,133 @@ class CoherenceStats:
         count=a.count + b.count, scale=scale)
 
   def psum(self, axis_name) -> 'CoherenceStats':
-    """Merges the statistics held on every device along `axis_name`."""
+    """Merges the statistics held on every device along `axis_name`.
+
+    Call it inside `jax.shard_map`, `jax.pmap` or a named `jax.vmap`.
+
+    Args:
+      axis_name: the mapped axis (or tuple of axes) to merge over.
+
+    Returns:
+      The merged statistics, the same on every member of the axis.
+
+    Example:
+      >>> halves = {'w': jnp.array([[[1., 0.], [0., 1.]],
+      ...                           [[1., 1.], [1., 1.]]])}
+      >>> def merged(g):   # runs once per half, as on two devices
+      ...   stats = CoherenceStats.from_grads(g).psum('i')
+      ...   return stats.count, stats.m_coherence()
+      >>> jax.jit(jax.vmap(merged, axis_name='i'))(halves)   # ‖(3, 3)‖² / 6
+      (Array([4, 4], dtype=int32), Array([3., 3.], dtype=float32))
+    """
     scaled = self.rescaled(jax.lax.pmax(self.scale, axis_name))
     sums = jax.lax.psum((scaled.sum_grads, scaled.sum_sq_norms, scaled.count),
                         axis_name)
     return CoherenceStats(*sums, scale=scaled.scale)
 
   def sq_norms(self) -> PyTree:
-    """Q per leaf, Σ_i ‖g_i^leaf‖², in plain units (may overflow float32)."""
+    """Q per leaf, Σ_i ‖g_i^leaf‖², in plain units (may overflow float32).
+
+    Returns:
+      A params-structured pytree of float32 scalars.
+
+    Example:
+      >>> stats = CoherenceStats.from_grads(
+      ...     {'w': jnp.array([[1., 0.], [0., 1.], [1., 1.]])})
+      >>> float(stats.sq_norms()['w'])
+      4.0
+    """
     return jax.tree.map(lambda q: q * self.scale * self.scale,
                         self.sum_sq_norms)
 
   def sq_norm_of_sum(self) -> PyTree:
-    """‖S_l‖² per leaf."""
+    """‖S_l‖² per leaf.
+
+    Returns:
+      A params-structured pytree of float32 scalars, in plain units.
+
+    Example:
+      >>> stats = CoherenceStats.from_grads(
+      ...     {'w': jnp.array([[1., 0.], [0., 1.], [1., 1.]])})
+      >>> float(stats.sq_norm_of_sum()['w'])
+      8.0
+    """
     return jax.tree.map(reductions.total_sq_norm, self.sum_grads)
 
   def _totals(self):
     """(‖S‖², Q, m), both squares in units of scale²."""
+    if jnp.ndim(self.count) != 0:
+      raise ValueError(
+          f'CoherenceStats: count has shape {jnp.shape(self.count)}, so these '
+          'are stacked statistics (e.g. returned by jax.vmap or pmap); compute '
+          'the ratios inside the mapped function, or take one entry first '
+          '(jax.tree.map(lambda x: x[i], stats)).')
     s2 = reductions.tree_sq_norm(
         jax.tree.map(lambda s: s / self.scale, self.sum_grads))
     q = sum(jax.tree.leaves(self.sum_sq_norms))
     return s2, q, self.count.astype(jnp.float32)
 
   def alpha(self) -> jax.Array:
-    """α_m = ‖S‖² / (m Q), in [0, 1]; nan when count is 0."""
+    """α_m = ‖S‖² / (m Q), in [0, 1]; nan when count is 0.
+
+    Returns:
+      A float32 scalar (1/m for orthogonal gradients, 1 for equal ones).
+
+    Example:
+      >>> stats = CoherenceStats.from_grads(
+      ...     {'w': jnp.array([[1., 0.], [0., 1.], [1., 1.]])})
+      >>> round(float(stats.alpha()), 4)   # 8 / (3 * 4)
+      0.6667
+    """
     s2, q, m = self._totals()
     return jnp.where(m > 0, s2 / (m * q), jnp.nan)
 
   def m_coherence(self) -> jax.Array:
-    """α_m / α⊥_m = ‖S‖² / Q, in [0, m]: how many examples one example's step helps."""
+    """α_m / α⊥_m = ‖S‖² / Q, in [0, m]: how many examples one example's step helps.
+
+    Returns:
+      A float32 scalar: 1 for orthogonal gradients, m for equal ones; nan
+      when count is 0.
+
+    Example:
+      >>> orthogonal = CoherenceStats.from_grads({'w': jnp.eye(3)})
+      >>> equal = CoherenceStats.from_grads({'w': jnp.ones((3, 2))})
+      >>> float(orthogonal.m_coherence()), float(equal.m_coherence())
+      (1.0, 3.0)
+    """
     s2, q, m = self._totals()
     return jnp.where(m > 0, s2 / q, jnp.nan)
 
   def alpha_unbiased(self) -> jax.Array:
-    """(m α_m − 1)/(m − 1): α without the self terms; nan for count ≤ 1."""
+    """(m α_m − 1)/(m − 1): α without the self terms; nan for count ≤ 1.
+
+    The mean of ⟨g_i, g_j⟩ over pairs i ≠ j, divided by the mean ‖g_i‖²:
+    0 for orthogonal gradients, 1 for equal ones.
+
+    Returns:
+      A float32 scalar.
+
+    Example:
+      >>> stats = CoherenceStats.from_grads(
+      ...     {'w': jnp.array([[1., 0.], [0., 1.], [1., 1.]])})
+      >>> float(stats.alpha_unbiased())   # (2 - 1) / (3 - 1)
+      0.5
+    """
     m = self.count.astype(jnp.float32)
     return jnp.where(m > 1, (self.m_coherence() - 1.0) / (m - 1.0), jnp.nan)
 
   def gradient_diversity(self) -> jax.Array:
-    """Q / ‖S‖² = 1/(m α_m) (Yin et al. 2018); nan when count is 0."""
+    """Q / ‖S‖² = 1/(m α_m) (Yin et al. 2018); nan when count is 0.
+
+    Returns:
+      A float32 scalar; inf when the gradients sum to zero.
+
+    Example:
+      >>> stats = CoherenceStats.from_grads(
+      ...     {'w': jnp.array([[1., 0.], [0., 1.], [1., 1.]])})
+      >>> float(stats.gradient_diversity())   # 4 / 8
+      0.5
+    """
     s2, q, m = self._totals()
     return jnp.where(m > 0, q / s2, jnp.nan)
 
@@ -171,7 +354,17 @@ class CoherenceStats:
       A dict with 'count', 'alpha', 'm_coherence', 'alpha_unbiased',
       'gradient_diversity', and 'layers' / 'modules' mapping a '/'-joined path
       to {'alpha', 'm_coherence', 'share'} (share = Q_l / Q; α = Σ share·α_l).
+      A module is a leaf's parent path (a top-level leaf is its own module).
       The numbers agree with the jitted methods (same conventions).
+
+    Example:
+      >>> g = {'dense': {'kernel': jnp.array([[1., 0.], [0., 1.]]),
+      ...                'bias': jnp.array([[1.], [1.]])}}
+      >>> r = CoherenceStats.from_grads(g).report()
+      >>> r['count'], r['m_coherence'], r['alpha']   # ‖(1, 1, 2)‖² / 4
+      (2, 1.5, 0.75)
+      >>> r['layers']['dense/bias'], r['modules']['dense']['share']
+      ({'alpha': 1.0, 'm_coherence': 2.0, 'share': 0.5}, 1.0)
     """
     m = int(jax.device_get(self.count))
     scale = float(jax.device_get(self.scale))
@@ -199,14 +392,37 @@ class CoherenceStats:
 
 
 def max_abs(tree: PyTree) -> jax.Array:
-  """max |entry| over every leaf (float32 scalar)."""
+  """max |entry| over every leaf (float32 scalar).
+
+  Args:
+    tree: a pytree of arrays (empty leaves count as 0).
+
+  Returns:
+    A float32 scalar; 0 for a tree without entries.
+
+  Example:
+    >>> float(max_abs({'a': jnp.array([-3., 1.]), 'b': jnp.zeros((0,))}))
+    3.0
+  """
   return functools.reduce(
       jnp.maximum, [jnp.max(jnp.abs(x)) if jnp.size(x) else jnp.float32(0)
                     for x in jax.tree.leaves(tree)], jnp.float32(0))
 
 
 def power_of_two_above(x: jax.Array) -> jax.Array:
-  """The smallest power of two > x (1 for 0; non-finite x passes through)."""
+  """The smallest power of two > x (1 for 0; non-finite x passes through).
+
+  Args:
+    x: a non-negative float scalar (e.g. `max_abs` of gradients).
+
+  Returns:
+    A float32 scalar.
+
+  Example:
+    >>> [float(power_of_two_above(jnp.float32(x)))
+    ...  for x in (0., 0.3, 1., 3., 4.)]
+    [1.0, 0.5, 2.0, 4.0, 8.0]
+  """
   _, exponent = jnp.frexp(x)
   scale = jnp.ldexp(jnp.float32(1), exponent)
   return jnp.where(x > 0, jnp.where(jnp.isfinite(x), scale, x), 1.0).astype(
@@ -221,7 +437,24 @@ def _divide(num: float, den: float) -> float:
 
 
 def coherence_numbers(s2: float, q: float, m: int) -> Dict[str, float]:
-  """α, m-coherence, unbiased α and gradient diversity from ‖S‖², Q and m."""
+  """α, m-coherence, unbiased α and gradient diversity from ‖S‖², Q and m.
+
+  Host-side (Python floats), with the conventions of `CoherenceStats`.
+
+  Args:
+    s2: ‖S‖².
+    q: Q = Σ_i ‖g_i‖².
+    m: the number of examples.
+
+  Returns:
+    A dict with 'alpha', 'm_coherence', 'alpha_unbiased' and
+    'gradient_diversity' (all nan when m <= 0).
+
+  Example:
+    >>> coherence_numbers(8., 4., 3)   # doctest: +NORMALIZE_WHITESPACE
+    {'alpha': 0.6666666666666666, 'm_coherence': 2.0, 'alpha_unbiased': 0.5,
+     'gradient_diversity': 0.5}
+  """
   if m <= 0:
     return dict.fromkeys(('alpha', 'm_coherence', 'alpha_unbiased',
                           'gradient_diversity'), math.nan)

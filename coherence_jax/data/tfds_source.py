@@ -56,10 +56,12 @@ def data_source(name: str, split: str, *, data_dir: Optional[str] = None,
   `data_dir` is a ValueError at once (no download, no retries) that says how
   to prepare it; `download=True` lets tfds download and prepare it here.
 
-  Example:
-    >>> source = data_source('mnist', 'train', data_dir='/data/tfds')
+  Example (tfds' mock data stands in for a prepared data_dir):
+    >>> import tensorflow_datasets as tfds
+    >>> with tfds.testing.mock_data(num_examples=40):
+    ...   source = data_source('mnist', 'train')
     >>> len(source), source[0]['image'].shape
-    (60000, (28, 28, 1))
+    (40, (28, 28, 1))
   """
   if not split or not isinstance(split, str):
     raise ValueError(f'split: got {split!r}; pass a split such as "train" '
@@ -106,8 +108,11 @@ def train_batches(source, *, batch_size: int, seed: int, num_epochs: int = 1,
   `shard_index=jax.process_index(), shard_count=jax.process_count()` on pods.
 
   Example:
-    >>> for batch in train_batches(source, batch_size=128, seed=0):
-    ...   batch['image'].shape  # (128, 28, 28, 1)
+    >>> import tensorflow_datasets as tfds
+    >>> with tfds.testing.mock_data(num_examples=40):
+    ...   source = data_source('mnist', 'train')
+    >>> [b['image'].shape for b in train_batches(source, batch_size=16, seed=0)]
+    [(16, 28, 28, 1), (16, 28, 28, 1)]
   """
   if batch_size <= 0:
     raise ValueError(f'batch_size: got {batch_size}; pass a positive int.')
@@ -142,9 +147,12 @@ def load_arrays(source, indices: Optional[np.ndarray] = None
   `indices` (default: all) must lie in [0, len(source)).
 
   Example:
-    >>> sample = load_arrays(source, np.arange(512))
-    >>> sample['image'].shape, sample['label'].dtype
-    ((512, 28, 28, 1), dtype('int32'))
+    >>> import tensorflow_datasets as tfds
+    >>> with tfds.testing.mock_data(num_examples=40):
+    ...   source = data_source('mnist', 'train')
+    >>> sample = load_arrays(source, np.arange(8))
+    >>> sample['image'].shape, sample['label'].shape
+    ((8, 28, 28, 1), (8,))
   """
   length = len(source)
   indices = (np.arange(length) if indices is None

@@ -1,4 +1,15 @@
-"""Flax NNX models used by the experiments, chosen by name."""
+"""Flax NNX models used by the experiments, chosen by name.
+
+Each takes `rngs=nnx.Rngs(seed)`; `cross_entropy_loss` is the per-example
+loss `from_nnx` expects.
+
+Example:
+  >>> from coherence_jax import models
+  >>> loss_fn, params = from_nnx(models.MLP([784, 32, 10], rngs=nnx.Rngs(0)),
+  ...                            models.cross_entropy_loss)
+  >>> loss_fn(params, batch).shape
+  (16,)
+"""
 
 from coherence_jax.models.cnn import CNN
 from coherence_jax.models.losses import cross_entropy_loss

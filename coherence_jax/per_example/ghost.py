@@ -36,6 +36,27 @@ with `jax.vmap` instead.
 Files: this one plans (which layers, checks) and computes; the per-layer math
 is in ghost_rules.py, the module interception in module_hooks.py, the
 dataflow check for shared params in jaxpr_deps.py.
+
+Example (a param outside any supported layer: an error with method='ghost',
+per-example vmap gradients for it with method='auto'):
+  >>> class Tempered(nnx.Module):
+  ...   def __init__(self, rngs):
+  ...     self.dense = nnx.Linear(4, 2, rngs=rngs)
+  ...     self.temperature = nnx.Param(jnp.ones(()))
+  ...   def __call__(self, x):
+  ...     return self.dense(x) / self.temperature
+  >>> tempered_loss, tempered_params = from_nnx(
+  ...     Tempered(nnx.Rngs(0)), lambda model, b: (model(b['x']) ** 2).sum(-1))
+  >>> xs = {'x': jnp.arange(12.).reshape(3, 4)}
+  >>> per_example_sq_norms(tempered_loss, tempered_params, xs, method='ghost')
+  Traceback (most recent call last):
+  ValueError: method='ghost' cannot compute per-example norms of these params:
+    temperature: module '<root>' of type Tempered holds param 'temperature' ...
+  >>> q = per_example_sq_norms(tempered_loss, tempered_params, xs)  # 'auto'
+  >>> q_vmap = per_example_sq_norms(tempered_loss, tempered_params, xs,
+  ...                               method='vmap')
+  >>> jax.tree.map(lambda a, b: bool(jnp.allclose(a, b, rtol=1e-4)), q, q_vmap)
+  {'dense': {'bias': True, 'kernel': True}, 'temperature': True}
 """
 
 import dataclasses
@@ -250,7 +271,30 @@ def sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
 
   `loss_fn` comes from `from_nnx`; params must already be varying over
   `axis_name` (see `sharding.as_varying`). With method='ghost' unsupported
-  params are a ValueError naming them; 'auto' uses vmap for them.
+  params are a ValueError naming them; 'auto' uses vmap for them. Traceable;
+  no micro-batching and no input checks (see `per_example_sq_norms`).
+
+  Args:
+    loss_fn: an `NNXLossFn` from `from_nnx`.
+    params: its params (a nested dict of float arrays).
+    chunk: pytree of arrays with a shared leading example axis B.
+    method: 'ghost' or 'auto'.
+    ghost_form: None, 'gram' or 'materialize' (see `ghost_rules.choose_form`).
+    axis_name: the mesh axis the chunk is sharded over, or None.
+
+  Returns:
+    `(sum_grads, sq_norms)`: S = Σ_i ∇ℓ_i (params-shaped, float32) and a
+    params-shaped pytree of float32 [B] per-example squared norms.
+
+  Raises:
+    ValueError: with method='ghost', params no ghost rule handles (each
+      named with the reason).
+
+  Example:
+    >>> s, q = jax.eval_shape(lambda p, b: sum_and_sq_norms(loss_fn, p, b),
+    ...                       params, batch)
+    >>> s['layers'][0]['kernel'].shape, q['layers'][0]['kernel'].shape
+    ((784, 32), (16,))
   """
   size = _checks.batch_size(chunk)
   layers, unsupported = _plan(loss_fn, params, chunk, size)
@@ -318,7 +362,26 @@ def _vmap_norms(loss_fn, params, chunk, paths) -> Dict[tuple, jax.Array]:
 
 
 def check_ghost_args(loss_fn, method: str, ghost_form: Optional[str]) -> None:
-  """Validates `method` and `ghost_form` for a ghost-capable function."""
+  """Validates `method` and `ghost_form` for a ghost-capable function.
+
+  Args:
+    loss_fn: the loss; method='ghost' needs one from `from_nnx`.
+    method: one of METHODS ('ghost', 'auto', 'vmap').
+    ghost_form: None, 'gram' or 'materialize'.
+
+  Raises:
+    ValueError: an unknown method or form, or method='ghost' with a loss
+      that is not from `from_nnx`.
+
+  Example:
+    >>> check_ghost_args(loss_fn, 'ghost', None)
+    >>> check_ghost_args(lambda p, b: b['x'] @ p, 'ghost', None)
+    Traceback (most recent call last):
+    ValueError: loss_fn: method='ghost' needs the model's layers, but got ...
+    >>> check_ghost_args(loss_fn, 'auto', 'outer')
+    Traceback (most recent call last):
+    ValueError: ghost_form: got 'outer'; pass None (cheapest per layer), ...
+  """
   _checks.check_method(method, METHODS)
   ghost_rules.check_form(ghost_form)
   if method == 'ghost' and not nnx_bridge.is_nnx_loss(loss_fn):
@@ -326,7 +389,21 @@ def check_ghost_args(loss_fn, method: str, ghost_form: Optional[str]) -> None:
 
 
 def uses_ghost(loss_fn, method: str) -> bool:
-  """Whether `method` computes norms by ghost rules for this loss_fn."""
+  """Whether `method` computes norms by ghost rules for this loss_fn.
+
+  Args:
+    loss_fn: the loss.
+    method: one of METHODS.
+
+  Returns:
+    True for 'ghost' / 'auto' with a loss from `from_nnx`, else False.
+
+  Example:
+    >>> uses_ghost(loss_fn, 'auto'), uses_ghost(loss_fn, 'vmap')
+    (True, False)
+    >>> uses_ghost(lambda p, b: b['x'] @ p, 'auto')
+    False
+  """
   return method != 'vmap' and nnx_bridge.is_nnx_loss(loss_fn)
 
 
@@ -356,11 +433,20 @@ def per_example_sq_norms(loss_fn, params, batch, *, method: str = 'auto',
   Returns:
     A params-shaped pytree of float32 [B] arrays.
 
+  Raises:
+    ValueError: a bad method / form / microbatch_size, method='ghost' with a
+      loss not from `from_nnx` or with params no ghost rule handles, a loss
+      that is not per-example, an empty batch, or a sharded batch without
+      `axis_name`.
+
   Example:
-    >>> loss_fn, params = from_nnx(CNN(rngs=nnx.Rngs(0)), cross_entropy_loss)
-    >>> q = per_example_sq_norms(loss_fn, params, batch)
-    >>> q['conv1']['kernel'].shape
-    (128,)
+    >>> q = per_example_sq_norms(loss_fn, params, batch)   # from_nnx(MLP(...))
+    >>> q['layers'][0]['kernel'].shape, q['layers'][0]['kernel'].dtype
+    ((16,), dtype('float32'))
+    >>> g = per_example_grads(loss_fn, params, batch)
+    >>> g_sq = (g['layers'][0]['kernel'] ** 2).sum((1, 2))
+    >>> bool(jnp.allclose(q['layers'][0]['kernel'], g_sq, rtol=1e-4))
+    True
   """
   check_ghost_args(loss_fn, method, ghost_form)
   _checks.check_per_example_loss(loss_fn, params, batch)

@@ -25,7 +25,20 @@ FORMS = ('outer', 'gram', 'materialize')
 
 
 def check_form(form: Optional[str]) -> None:
-  """`form` forces a ghost form: None (cheapest per layer), 'gram', 'materialize'."""
+  """`form` forces a ghost form: None (cheapest per layer), 'gram', 'materialize'.
+
+  Args:
+    form: the `ghost_form` argument of the public functions.
+
+  Raises:
+    ValueError: anything else ('outer' is chosen, never forced).
+
+  Example:
+    >>> check_form('gram')
+    >>> check_form('outer')
+    Traceback (most recent call last):
+    ValueError: ghost_form: got 'outer'; pass None (cheapest per layer), ...
+  """
   if form not in (None, 'gram', 'materialize'):
     raise ValueError(
         f"ghost_form: got {form!r}; pass None (cheapest per layer), 'gram' or "
@@ -40,8 +53,25 @@ def choose_form(positions: int, d_in: int, d_out: int,
   'materialize' (form the per-example gradient; its sum is the batch grad).
   `forced` ('gram' / 'materialize') overrides the choice where it applies.
 
-  >>> choose_form(1, 784, 128), choose_form(49, 4608, 512), choose_form(196, 288, 64)
-  ('outer', 'gram', 'materialize')
+  Args:
+    positions: T, positions per example (1 for a plain Dense layer).
+    d_in: input features per position (conv: window size x in-channels).
+    d_out: output features per position.
+    gram_ok: False where the Gram form does not apply (grouped or masked
+      convs, circular / reflect / causal padding): always 'materialize'.
+    forced: None, or 'gram' / 'materialize' to force that form (also for
+      T = 1).
+
+  Returns:
+    'outer', 'gram' or 'materialize'.
+
+  Example:
+    >>> [choose_form(*layer) for layer in
+    ...  [(1, 784, 128), (49, 4608, 512), (196, 288, 64)]]
+    ['outer', 'gram', 'materialize']
+    >>> (choose_form(49, 4608, 512, forced='materialize'),
+    ...  choose_form(49, 4608, 512, gram_ok=False))
+    ('materialize', 'materialize')
   """
   if positions == 1 and forced is None:
     return 'outer'
@@ -56,7 +86,18 @@ def choose_form(positions: int, d_in: int, d_out: int,
 # ----------------------------------------------------------- per-layer rules
 
 def as_f32(x):
-  """x in float32: norms and sums are accumulated in float32."""
+  """x in float32: norms and sums are accumulated in float32.
+
+  Args:
+    x: an array of any float dtype.
+
+  Returns:
+    `x` cast to float32.
+
+  Example:
+    >>> as_f32(jnp.ones(2, jnp.bfloat16)).dtype
+    dtype('float32')
+  """
   return x.astype(jnp.float32)
 
 
@@ -233,7 +274,37 @@ RULES = {'linear': _linear_rule, 'conv': _conv_rule, 'embed': _embed_rule,
 
 
 def ghost_layer(rule, info, apply, p, x, q_slots):
-  """apply(p, x) whose backward also writes per-example norms into q_slots."""
+  """apply(p, x) whose backward also writes per-example norms into q_slots.
+
+  Forward: `apply(p, x)`. Backward: the standard cotangents of p and x, with
+  `rule` filling in S of the layer, and the per-example squared norms
+  {name: [B]} as the cotangent of `q_slots`. So `jax.grad` with respect to
+  zero `q_slots` returns the norms.
+
+  Args:
+    rule: one of RULES ('linear', 'conv', 'embed', 'norm').
+    info: the layer's static facts: {'form': None / 'gram' / 'materialize'}
+      for every kind, plus the conv geometry for 'conv' and
+      'num_embeddings' for 'embed'.
+    apply: `apply(p, x) -> z`, the layer's own call as a pure function.
+    p: the layer's params, {name: array}.
+    x: the layer input, leading example axis B.
+    q_slots: {name: zeros [B]} per param of p.
+
+  Returns:
+    `apply(p, x)`.
+
+  Example (a Dense layer: ‖x_i‖² ‖δ_i‖² per example, δ_i = (1, 1)):
+    >>> p = {'kernel': jnp.ones((3, 2))}
+    >>> x = jnp.arange(6.).reshape(2, 3)
+    >>> dense = lambda p, x: x @ p['kernel']
+    >>> def total(p, q):
+    ...   z = ghost_layer(RULES['linear'], {'form': None}, dense, p, x, q)
+    ...   return z.sum()
+    >>> dp, q = jax.grad(total, argnums=(0, 1))(p, {'kernel': jnp.zeros(2)})
+    >>> q['kernel'], dp['kernel'][:, 0]   # (5, 50) * 2; column sums of x
+    (Array([ 10., 100.], dtype=float32), Array([3., 5., 7.], dtype=float32))
+  """
 
   @jax.custom_vjp
   def layer(p, x, q_slots):

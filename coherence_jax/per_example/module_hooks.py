@@ -10,9 +10,13 @@ subclass, so no global or context state is consulted while tracing. Used by
 per-example gradients).
 
 Example:
-  >>> hooked = [(model.dense1, lambda m, call, args, kw: call(m, *args, **kw))]
-  >>> with intercepted(hooked):
-  ...   logits = model(x)   # model.dense1 runs through its hook
+  >>> layer = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+  >>> double = lambda module, call, args, kw: 2 * call(module, *args, **kw)
+  >>> x = jnp.ones((1, 2))
+  >>> with intercepted([(layer, double)]):
+  ...   y = layer(x)   # this call runs through the hook
+  >>> bool(jnp.allclose(y, 2 * layer(x))), type(layer) is nnx.Linear
+  (True, True)
 """
 
 import contextlib
@@ -40,7 +44,31 @@ def _hooked_class(cls, hook: Hook):
 
 @contextlib.contextmanager
 def intercepted(hooked: List[Tuple[nnx.Module, Hook]]):
-  """Routes calls of the given module instances to their hooks; restores."""
+  """Routes calls of the given module instances to their hooks; restores.
+
+  A context manager: inside it, calling one of the modules runs
+  `hook(module, base_call, args, kwargs)` where `base_call` is the class's own
+  `__call__`; on exit (also on an exception) every module gets its class
+  back. Other instances of the same class are not affected.
+
+  Args:
+    hooked: (module instance, hook) pairs.
+
+  Yields:
+    None; the hooks are active inside the `with` block.
+
+  Example:
+    >>> layer = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    >>> calls = []
+    >>> def count(module, call, args, kwargs):
+    ...   calls.append(args[0].shape)
+    ...   return call(module, *args, **kwargs)
+    >>> with intercepted([(layer, count)]):
+    ...   _ = layer(jnp.ones((4, 2)))
+    >>> _ = layer(jnp.ones((4, 2)))   # outside: not hooked
+    >>> calls
+    [(4, 2)]
+  """
   saved = [(module, type(module)) for module, _ in hooked]
   try:
     for module, hook in hooked:
@@ -52,7 +80,26 @@ def intercepted(hooked: List[Tuple[nnx.Module, Hook]]):
 
 
 def pure_apply(module, base_call, kwargs):
-  """apply(p, x): the module's own __call__ on a copy that holds params p."""
+  """apply(p, x): the module's own __call__ on a copy that holds params p.
+
+  Args:
+    module: an NNX module.
+    base_call: the function to run, `base_call(module, x, **kwargs)` (e.g.
+      the class's `__call__`, as a hook receives it).
+    kwargs: keyword arguments passed on to every call.
+
+  Returns:
+    `apply(p, x)`, pure in `p` (a dict {param name: array}, possibly
+    partial: missing params keep the module's values) and `x`; the module
+    itself is not modified.
+
+  Example:
+    >>> layer = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    >>> apply = pure_apply(layer, nnx.Linear.__call__, {})
+    >>> p = {'kernel': jnp.ones((2, 3)), 'bias': jnp.zeros(3)}
+    >>> apply(p, jnp.ones((1, 2)))
+    Array([[2., 2., 2.]], dtype=float32)
+  """
   graphdef, pstate, rest = nnx.split(module, nnx.Param, ...)
 
   def apply(p, x):
@@ -65,7 +112,19 @@ def pure_apply(module, base_call, kwargs):
 
 
 def get_path(tree, path):
-  """tree[path[0]][path[1]]...: a nested dict entry by its key path."""
+  """tree[path[0]][path[1]]...: a nested dict entry by its key path.
+
+  Args:
+    tree: nested dicts (or sequences).
+    path: a tuple of keys.
+
+  Returns:
+    The entry; `tree` itself for the empty path.
+
+  Example:
+    >>> get_path({'layers': {0: {'kernel': 'K'}}}, ('layers', 0, 'kernel'))
+    'K'
+  """
   for key in path:
     tree = tree[key]
   return tree

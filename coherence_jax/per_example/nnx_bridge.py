@@ -1,4 +1,11 @@
-"""Adapts a Flax NNX model to the core's pure `loss_fn(params, batch)` form."""
+"""Adapts a Flax NNX model to the core's pure `loss_fn(params, batch)` form.
+
+Example:
+  >>> loss_fn, params = from_nnx(MLP([784, 32, 10], rngs=nnx.Rngs(0)),
+  ...                            cross_entropy_loss)
+  >>> loss_fn(params, batch).shape
+  (16,)
+"""
 
 from typing import Callable, Tuple
 
@@ -13,7 +20,12 @@ class NNXLossFn:
 
   Holds the model's graph definition and its non-parameter state (batch
   statistics, RNG), fixed; `params` is a nested dict of the `nnx.Param` arrays.
-  Hashable by identity, so it can be a static argument of `jax.jit`.
+  Hashable by identity, so it can be a static argument of `jax.jit`. Made by
+  `from_nnx`; ghost norms read the model's layers through `model`.
+
+  Example:
+    >>> loss_fn
+    NNXLossFn(loss='cross_entropy_loss')
   """
 
   def __init__(self, graphdef, params_template: nnx.State, rest: nnx.State,
@@ -24,11 +36,35 @@ class NNXLossFn:
     self.loss = loss
 
   def model(self, params: PyTree) -> nnx.Module:
-    """The model rebuilt with `params` (a nested dict like `from_nnx` returns)."""
+    """The model rebuilt with `params` (a nested dict like `from_nnx` returns).
+
+    Args:
+      params: a nested dict of arrays with the structure `from_nnx` returned.
+
+    Returns:
+      A new NNX module (inference mode) holding `params`.
+
+    Example:
+      >>> loss_fn.model(params)(batch['image']).shape
+      (16, 10)
+    """
     state = nnx.State(params)
     return nnx.merge(self.graphdef, state, self.rest)
 
   def __call__(self, params: PyTree, batch: PyTree) -> jax.Array:
+    """`loss(model rebuilt with params, batch)`: per-example losses [B].
+
+    Args:
+      params: a nested dict of arrays with the structure `from_nnx` returned.
+      batch: the batch `loss` takes, leading example axis B.
+
+    Returns:
+      Per-example losses [B].
+
+    Example:
+      >>> loss_fn(params, batch).shape
+      (16,)
+    """
     return self.loss(self.model(params), batch)
 
   def __repr__(self):
@@ -45,10 +81,28 @@ def from_nnx(model: nnx.Module,
   the model runs in inference mode (no dropout, BatchNorm running statistics),
   as per-example gradients require. The caller's model is not modified.
 
+  Args:
+    model: a `flax.nnx.Module`.
+    loss: `loss(model, batch) -> [B]` per-example losses, e.g.
+      `coherence_jax.models.cross_entropy_loss`.
+
+  Returns:
+    `(loss_fn, params)`: an `NNXLossFn` (hashable, static under `jax.jit`)
+    and a nested dict of the model's param arrays.
+
+  Raises:
+    ValueError: `model` is not an NNX module, or `loss` is not callable.
+
   Example:
     >>> model = MLP([784, 32, 10], rngs=nnx.Rngs(0))
     >>> loss_fn, params = from_nnx(model, cross_entropy_loss)
-    >>> stats = coherence_stats(loss_fn, params, batch)
+    >>> jax.tree.map(jnp.shape, params['layers'][1])
+    {'bias': (10,), 'kernel': (32, 10)}
+    >>> loss_fn(params, batch).shape
+    (16,)
+    >>> from_nnx(lambda x: x, cross_entropy_loss)
+    Traceback (most recent call last):
+    ValueError: model: expected a flax.nnx.Module, got function; ...
   """
   if not isinstance(model, nnx.Module):
     raise ValueError(
@@ -64,5 +118,16 @@ def from_nnx(model: nnx.Module,
 
 
 def is_nnx_loss(loss_fn) -> bool:
-  """Whether `loss_fn` came from `from_nnx` (its layers are visible)."""
+  """Whether `loss_fn` came from `from_nnx` (its layers are visible).
+
+  Args:
+    loss_fn: any loss.
+
+  Returns:
+    True for an `NNXLossFn`.
+
+  Example:
+    >>> is_nnx_loss(loss_fn), is_nnx_loss(lambda p, b: b)
+    (True, False)
+  """
   return isinstance(loss_fn, NNXLossFn)

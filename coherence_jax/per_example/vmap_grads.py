@@ -4,6 +4,12 @@
 pytree of arrays with a leading example axis B. These are plain traceable
 functions; `coherence_jax.per_example_grads` / `per_group_grads` are their
 jitted forms.
+
+Example (loss (x·w)², gradient 2 (x·w) x per example):
+  >>> loss = lambda w, b: (b['x'] @ w) ** 2
+  >>> vmapped_grads(loss, jnp.ones(2), {'x': jnp.array([[1., 0.], [1., 1.]])})
+  Array([[2., 0.],
+         [4., 4.]], dtype=float32)
 """
 
 from typing import Callable, Optional
@@ -22,7 +28,20 @@ MAX_UNROLLED_GROUPS = 16
 
 
 def single_example_loss(loss_fn: LossFn) -> Callable[[PyTree, PyTree], jax.Array]:
-  """Turns a per-example-loss batch function into a scalar loss of one example."""
+  """Turns a per-example-loss batch function into a scalar loss of one example.
+
+  Args:
+    loss_fn: `loss_fn(params, batch) -> [B]`.
+
+  Returns:
+    `loss_of_one(params, example) -> scalar`, where `example` is one example
+    of the batch (no leading axis); it calls `loss_fn` on a batch of one.
+
+  Example:
+    >>> loss_of_one = single_example_loss(lambda w, b: (b['x'] @ w) ** 2)
+    >>> loss_of_one(jnp.ones(2), {'x': jnp.array([1., 2.])})
+    Array(9., dtype=float32)
+  """
 
   def loss_of_one(params, example):
     return loss_fn(params, jax.tree.map(lambda x: x[None], example))[0]
@@ -31,7 +50,24 @@ def single_example_loss(loss_fn: LossFn) -> Callable[[PyTree, PyTree], jax.Array
 
 
 def vmapped_grads(loss_fn: LossFn, params: PyTree, batch: PyTree) -> PyTree:
-  """Per-example gradients of one chunk: vmap over examples of jax.grad."""
+  """Per-example gradients of one chunk: vmap over examples of jax.grad.
+
+  No checks and no micro-batching (see `per_example_grads`).
+
+  Args:
+    loss_fn: `loss_fn(params, batch) -> [B]` per-example losses.
+    params: pytree of float arrays.
+    batch: pytree of arrays with a shared leading example axis B.
+
+  Returns:
+    Per-example gradients, [B, *param.shape] per leaf.
+
+  Example:
+    >>> loss = lambda w, b: b['x'] @ w          # gradient x per example
+    >>> vmapped_grads(loss, jnp.ones(2), {'x': jnp.array([[1., 2.], [3., 4.]])})
+    Array([[1., 2.],
+           [3., 4.]], dtype=float32)
+  """
   return jax.vmap(jax.grad(single_example_loss(loss_fn)),
                   in_axes=(None, 0))(params, batch)
 
@@ -58,12 +94,15 @@ def per_example_grads(loss_fn: LossFn, params: PyTree, batch: PyTree, *,
       `microbatch_size`, or a sharded batch without `axis_name`.
 
   Example:
-    >>> loss_fn = lambda w, b: (b['x'] @ w - b['y']) ** 2
-    >>> g = per_example_grads(loss_fn, jnp.ones(3),
-    ...                       {'x': jnp.ones((5, 3)), 'y': jnp.zeros(5)},
-    ...                       microbatch_size=2)
-    >>> g.shape
-    (5, 3)
+    >>> squared_error = lambda w, b: (b['x'] @ w - b['y']) ** 2
+    >>> g = per_example_grads(squared_error, jnp.ones(3),
+    ...                       {'x': jnp.ones((5, 3)), 'y': jnp.arange(5.)},
+    ...                       microbatch_size=2)   # 2 (x·w - y) x
+    >>> g[:, 0]
+    Array([ 6.,  4.,  2.,  0., -2.], dtype=float32)
+    >>> g = per_example_grads(loss_fn, params, batch)   # from_nnx(MLP(...))
+    >>> jax.tree.map(jnp.shape, g['layers'][1])
+    {'bias': (16, 10), 'kernel': (16, 32, 10)}
   """
   _checks.check_per_example_loss(loss_fn, params, batch)
   sharding.check_axis_name(axis_name, batch)
@@ -92,10 +131,21 @@ def per_group_grads(loss_fn: LossFn, params: PyTree, batch: PyTree,
   Returns:
     Group-mean gradients, [num_groups, *param.shape] per leaf.
 
+  Raises:
+    ValueError: `num_groups` is not a positive int dividing B, a loss that is
+      not per-example, an empty batch, or a sharded batch without
+      `axis_name`.
+
   Example:
-    >>> loss_fn = lambda w, b: (b['x'] @ w) ** 2
-    >>> per_group_grads(loss_fn, jnp.ones(3), {'x': jnp.ones((6, 3))}, 3).shape
-    (3, 3)
+    >>> loss = lambda w, b: (b['x'] @ w) ** 2      # gradient 2 (x·w) x
+    >>> x = jnp.arange(6.)[:, None] * jnp.ones((6, 2))   # example i: (i, i)
+    >>> per_group_grads(loss, jnp.ones(2), {'x': x}, 3)  # group means of 4 i²
+    Array([[ 2.,  2.],
+           [26., 26.],
+           [82., 82.]], dtype=float32)
+    >>> per_group_grads(loss, jnp.ones(2), {'x': x}, 4)
+    Traceback (most recent call last):
+    ValueError: num_groups: got 4 for a batch of 6 examples; ...
   """
   size = _checks.check_per_example_loss(loss_fn, params, batch)
   if (not isinstance(num_groups, int) or isinstance(num_groups, bool)

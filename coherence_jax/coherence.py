@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from coherence_jax import _checks
 from coherence_jax import microbatch
-from coherence_jax import sharding
+from coherence_jax import mesh_axes
 from coherence_jax._tree import LossFn
 from coherence_jax._tree import PyTree
 from coherence_jax.per_example import ghost
@@ -30,7 +30,7 @@ METHODS = ghost.METHODS
 
 def coherence_stats(loss_fn: LossFn, params: PyTree, batch: PyTree, *,
                     microbatch_size: Optional[int] = None,
-                    axis_name: sharding.AxisName = None,
+                    axis_name: mesh_axes.AxisName = None,
                     method: str = 'auto',
                     ghost_form: Optional[str] = None) -> CoherenceStats:
   """Coherence statistics (S, Q per leaf, m) of the per-example gradients.
@@ -81,8 +81,8 @@ def coherence_stats(loss_fn: LossFn, params: PyTree, batch: PyTree, *,
   """
   ghost.check_ghost_args(loss_fn, method, ghost_form)
   _checks.check_per_example_loss(loss_fn, params, batch)
-  sharding.check_axis_name(axis_name, batch)
-  params = sharding.as_varying(params, axis_name)
+  mesh_axes.check_axis_name(axis_name, batch)
+  params = mesh_axes.as_varying(params, axis_name)
 
   if ghost.uses_ghost(loss_fn, method):
     def chunk_stats(chunk):
@@ -96,7 +96,7 @@ def coherence_stats(loss_fn: LossFn, params: PyTree, batch: PyTree, *,
       return CoherenceStats.from_grads(
           vmap_grads.vmapped_grads(loss_fn, params, chunk))
 
-  init = sharding.as_varying(CoherenceStats.zeros(params), axis_name)
+  init = mesh_axes.as_varying(CoherenceStats.zeros(params), axis_name)
   stats = microbatch.microbatched(
       lambda acc, chunk: acc.merge(chunk_stats(chunk)), batch,
       microbatch_size, combine='fold', init=init)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from coherence_jax import _checks
-from coherence_jax import sharding
+from coherence_jax import mesh_axes
 from coherence_jax._tree import PyTree
 
 COMBINES = ('concat', 'sum', 'fold')
@@ -93,7 +93,7 @@ def microbatched(fn: Callable[..., PyTree], batch: PyTree,
   first = chunk(0, microbatch_size)
   rules = _rules(combine, jax.eval_shape(fn, first))
   zeros = jax.tree.map(
-      lambda rule, s: (sharding.like_varying(jnp.zeros(s.shape, s.dtype), s)
+      lambda rule, s: (mesh_axes.like_varying(jnp.zeros(s.shape, s.dtype), s)
                        if rule == 'sum' else None),
       rules, jax.eval_shape(fn, first))
 

@@ -1,199 +1,153 @@
-"""Mesh axes inside `jax.shard_map` / `jax.pmap`: checks and casts.
+"""Coherence over a device mesh: the batch split over devices and processes.
 
-Inside `jax.shard_map`, a value's type carries the mesh axes it varies over
-(`varying_axes`): a batch sharded over 'data' varies over {'data'}, replicated
-params over none. `jax.grad` with respect to values invariant over an axis
-returns gradients already summed over that axis, so per-example (local)
-gradients need the params cast to varying first (`as_varying`), and a sharded
-batch without `axis_name` is an error (`check_axis_name`), not silently
-device-summed gradients. Inside `jax.pmap` nothing is marked varying and
-every value is per-device already.
+`sharded_coherence_stats` runs `coherence_stats` under `jax.shard_map` with
+the batch split over the mesh's batch axes (e.g. ('data',), or ('host',
+'data') on a 2-D mesh) and the params replicated; the per-device sums are
+psum-ed by XLA collectives, so the result equals the single-device one.
 
-Example (a one-device mesh; any number of devices works the same way):
-  >>> P = jax.sharding.PartitionSpec
-  >>> mesh = jax.make_mesh((1,), ('data',), devices=jax.devices()[:1])
-  >>> x = jax.device_put(jnp.arange(4.), jax.NamedSharding(mesh, P('data')))
-  >>> seen = []
-  >>> def local(x, w):
-  ...   seen.append((varying_axes(x), varying_axes(w),
-  ...                varying_axes(as_varying(w, 'data'))))
-  ...   return x
-  >>> _ = jax.shard_map(local, mesh=mesh, in_specs=(P('data'), P()),
-  ...                   out_specs=P('data'))(x, jnp.ones(3))
-  >>> seen
-  [(frozenset({'data'}), frozenset(), frozenset({'data'}))]
+A batch whose size B is not a multiple of the device count is padded with
+copies of its first example carrying weight 0: each example's loss is
+multiplied by its weight, so a padded example has an exactly zero gradient
+and exactly zero norms (ghost or vmap), and the count is the sum of the
+weights. Nothing is dropped.
+
+Across processes (`jax.distributed.initialize()`), pass each process's own
+slice with `process_local=True`: the global batch is assembled with
+`jax.make_array_from_process_local_data`, each process padding its slice to
+a multiple of its local devices. Totals equal one process's on the
+concatenated slices.
 """
 
-from typing import FrozenSet, Optional, Tuple, Union
+import dataclasses
+import functools
+import math
+from typing import Optional, Sequence, Tuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from coherence_jax import _checks
+from coherence_jax import coherence
+from coherence_jax._tree import LossFn
 from coherence_jax._tree import PyTree
-
-AxisName = Optional[Union[str, Tuple[str, ...]]]
-
-
-def axis_names(axis_name: AxisName) -> Tuple[str, ...]:
-  """`axis_name` as a tuple: None -> (), 'data' -> ('data',).
-
-  Args:
-    axis_name: None, one mesh axis name, or a tuple / list of them.
-
-  Returns:
-    The names as a tuple.
-
-  Example:
-    >>> axis_names(None), axis_names('data'), axis_names(('host', 'data'))
-    ((), ('data',), ('host', 'data'))
-  """
-  if axis_name is None:
-    return ()
-  return tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (
-      axis_name,)
+from coherence_jax.per_example import nnx_bridge
+from coherence_jax.stats import CoherenceStats
 
 
-def varying_axes(x) -> FrozenSet[str]:
-  """Mesh axes `x` varies over inside `jax.shard_map` (empty elsewhere).
-
-  Works on arrays, tracers and `jax.eval_shape` results.
-
-  Args:
-    x: an array, tracer or `jax.ShapeDtypeStruct`.
-
-  Returns:
-    A frozenset of mesh axis names (see the module docstring for one inside
-    `jax.shard_map`).
-
-  Example:
-    >>> struct = jax.ShapeDtypeStruct((3,), jnp.float32)
-    >>> varying_axes(jnp.ones(3)), varying_axes(struct)
-    (frozenset(), frozenset())
-  """
-  aval = x if isinstance(x, jax.ShapeDtypeStruct) else jax.typeof(x)
-  manual = getattr(aval, 'manual_axis_type', None)
-  return frozenset(getattr(manual, 'varying', frozenset()))
-
-
-def tree_varying_axes(tree: PyTree) -> FrozenSet[str]:
-  """Union of `varying_axes` over the leaves of `tree`.
-
-  Args:
-    tree: a pytree of arrays, tracers or `jax.ShapeDtypeStruct`s.
-
-  Returns:
-    A frozenset of mesh axis names; empty outside `jax.shard_map`.
-
-  Example:
-    >>> tree_varying_axes({'image': jnp.ones((2, 3)), 'label': jnp.ones(2)})
-    frozenset()
-  """
-  out = frozenset()
-  for leaf in jax.tree.leaves(tree):
-    out |= varying_axes(leaf)
-  return out
-
-
-def check_axis_name(axis_name: AxisName, batch: PyTree) -> None:
-  """Raises a ValueError when `axis_name` and the batch's sharding disagree.
-
-  * `axis_name` names an axis that is not bound (not inside a shard_map/pmap
-    over it): the error lists the bound mesh axes.
-  * Inside `jax.shard_map` the batch varies over mesh axes that `axis_name`
-    does not name: per-example gradients with respect to the replicated params
-    would come back summed over devices. The error names `axis_name`.
-
-  Args:
-    axis_name: None, a mesh axis name or a tuple of them.
-    batch: the (local) batch, a pytree of arrays or tracers.
-
-  Raises:
-    ValueError: a name that is not a str, an axis that is not bound, or a
-      batch sharded over axes that `axis_name` omits.
-
-  Example:
-    >>> check_axis_name(None, batch)   # outside shard_map: nothing to check
-    >>> check_axis_name('data', batch)
-    Traceback (most recent call last):
-    ValueError: axis_name: 'data' is not an axis ... (bound axes: none). ...
-  """
-  names = axis_names(axis_name)
-  for name in names:
-    if not isinstance(name, str):
-      raise ValueError(f'axis_name: got {axis_name!r}; pass a mesh axis name '
-                       '(str) or a tuple of them.')
-    try:
-      jax.lax.axis_size(name)
-    except NameError:
-      bound = _bound_axes()
-      raise ValueError(
-          f'axis_name: {name!r} is not an axis of the enclosing jax.shard_map '
-          f'or jax.pmap (bound axes: {bound or "none"}). Pass one of them, or '
-          'axis_name=None outside shard_map/pmap.') from None
-  missing = sorted(tree_varying_axes(batch) - set(names))
-  if missing:
-    hint = missing[0] if len(missing) == 1 and not names else tuple(
-        list(names) + missing)
+def batch_axes_of(mesh: jax.sharding.Mesh,
+                  batch_axes: Optional[Sequence[str]]) -> Tuple[str, ...]:
+  """The mesh axes the batch is split over (default: every axis)."""
+  axes = tuple(mesh.axis_names) if batch_axes is None else tuple(batch_axes)
+  unknown = [a for a in axes if a not in mesh.axis_names]
+  if not axes or unknown:
     raise ValueError(
-        f'axis_name: the batch is sharded over mesh axes {missing} inside '
-        f'jax.shard_map but axis_name={axis_name!r}; per-example gradients '
-        'with respect to replicated params would come back summed over '
-        f'devices. Pass axis_name={hint!r}.')
+        f'batch_axes: got {batch_axes!r}; pass axes of the mesh '
+        f'{tuple(mesh.axis_names)} (default: all of them).')
+  return axes
 
 
-def _bound_axes() -> Tuple[str, ...]:
-  mesh = jax.sharding.get_abstract_mesh()
-  return tuple(getattr(mesh, 'axis_names', ()) or ())
-
-
-def as_varying(tree: PyTree, axis_name: AxisName) -> PyTree:
-  """Casts the leaves of `tree` to vary over `axis_name` (no-op outside it).
-
-  Params closed over inside `jax.shard_map` are invariant; their gradient
-  would come back summed over devices. Cast them first for local gradients.
-  Leaves already varying over an axis are not cast again.
-
-  Args:
-    tree: a pytree of arrays or tracers.
-    axis_name: None, a mesh axis name or a tuple of them (must be bound
-      when not None).
-
-  Returns:
-    `tree` with every leaf varying over `axis_name`; `tree` itself when
-    `axis_name` is None. See the module docstring for an example inside
-    `jax.shard_map`.
+def pad_with_weights(batch: PyTree, multiple: int) -> Tuple[PyTree, np.ndarray]:
+  """Pads a host batch to a multiple of `multiple` examples; weights 1 / 0.
 
   Example:
-    >>> w = {'w': jnp.ones(3)}
-    >>> as_varying(w, None) is w
+    >>> padded, weight = pad_with_weights({'x': np.arange(3.)}, 4)
+    >>> padded['x'].tolist(), weight.tolist()
+    ([0.0, 1.0, 2.0, 0.0], [1.0, 1.0, 1.0, 0.0])
+  """
+  size = _checks.batch_size(batch)
+  pad = -size % multiple
+  weight = np.concatenate([np.ones((size,), np.float32),
+                           np.zeros((pad,), np.float32)])
+  if pad:
+    batch = jax.tree.map(lambda x: np.concatenate(
+        [np.asarray(x), np.repeat(np.asarray(x)[:1], pad, axis=0)]), batch)
+  return batch, weight
+
+
+def weighted_loss(loss_fn: LossFn) -> LossFn:
+  """loss_fn of {'examples': batch, 'weight': [B]}: each loss × its weight.
+
+  An `from_nnx` loss stays one (ghost norms still see the model's layers).
+  """
+  if nnx_bridge.is_nnx_loss(loss_fn):
+    inner = loss_fn.loss
+    return nnx_bridge.NNXLossFn(
+        loss_fn.graphdef, loss_fn.params_template, loss_fn.rest,
+        lambda model, data: inner(model, data['examples']) * data['weight'])
+  return lambda params, data: loss_fn(params, data['examples']) * data['weight']
+
+
+@functools.lru_cache(maxsize=64)
+def _sharded_program(loss_fn, mesh, axes, microbatch_size, method,
+                     ghost_form):
+  """One jitted shard_map program per configuration (cached)."""
+  weighted = weighted_loss(loss_fn)
+
+  def local(params, data):
+    stats = coherence.coherence_stats(
+        weighted, params, data, microbatch_size=microbatch_size,
+        axis_name=axes, method=method, ghost_form=ghost_form)
+    count = jax.lax.psum(jnp.sum(data['weight']), axes)
+    return dataclasses.replace(stats, count=count.astype(jnp.int32))
+
+  return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(axes)),
+                               out_specs=P()))
+
+
+def sharded_coherence_stats(loss_fn: LossFn, params: PyTree, batch: PyTree,
+                            mesh: jax.sharding.Mesh, *,
+                            microbatch_size: Optional[int] = None,
+                            method: str = 'auto',
+                            ghost_form: Optional[str] = None,
+                            batch_axes: Optional[Sequence[str]] = None,
+                            process_local: bool = False) -> CoherenceStats:
+  """Global `CoherenceStats` of a batch split over a mesh's devices.
+
+  Args:
+    loss_fn: `loss_fn(params, batch) -> [B]`, e.g. from `from_nnx`.
+    params: pytree of float arrays; replicated over the mesh.
+    batch: host arrays (numpy or jax) with a leading example axis: the whole
+      batch, or with `process_local=True` this process's slice of it.
+    mesh: a `jax.sharding.Mesh`, e.g. `jax.make_mesh((8,), ('data',))`.
+    microbatch_size: examples per device processed at once (memory bound).
+    method: 'auto', 'ghost' or 'vmap' (see `coherence_stats`).
+    ghost_form: None, 'gram' or 'materialize' (see `coherence_stats`).
+    batch_axes: mesh axes the batch is split over; default all of them.
+    process_local: `batch` is this process's slice (multi-process runs).
+
+  Returns:
+    The statistics of all examples (of all processes), replicated; equal to
+    `coherence_stats` on the whole batch on one device up to float32
+    summation order. Padding (see the module docstring) is not counted.
+
+  Example:
+    >>> mesh = jax.make_mesh((8,), ('data',))
+    >>> stats = sharded_coherence_stats(loss_fn, params, batch, mesh)
+    >>> int(stats.count)   # 16 examples over 8 devices
+    16
+    >>> bool(jnp.allclose(stats.m_coherence(),
+    ...                   coherence_stats(loss_fn, params, batch).m_coherence(),
+    ...                   rtol=1e-5))
     True
   """
-  names = axis_names(axis_name)
-  if not names:
-    return tree
-
-  def cast(x):
-    missing = tuple(n for n in names if n not in varying_axes(x))
-    return jax.lax.pcast(x, missing, to='varying') if missing else x
-
-  return jax.tree.map(cast, tree)
-
-
-def like_varying(x: jax.Array, struct) -> jax.Array:
-  """`x` cast to vary over the mesh axes of `struct` (eval_shape result).
-
-  Used for the zero initial values of scans whose carry must match the
-  varying axes of a body output.
-
-  Args:
-    x: an array or tracer.
-    struct: a `jax.ShapeDtypeStruct` (or array) whose varying axes to match.
-
-  Returns:
-    `x`, cast to also vary over the axes `struct` varies over.
-
-  Example:
-    >>> like_varying(jnp.zeros(2), jax.ShapeDtypeStruct((2,), jnp.float32))
-    Array([0., 0.], dtype=float32)
-  """
-  missing = tuple(sorted(varying_axes(struct) - varying_axes(x)))
-  return jax.lax.pcast(x, missing, to='varying') if missing else x
+  axes = batch_axes_of(mesh, batch_axes)
+  _checks.check_per_example_loss(loss_fn, params, batch)
+  devices = math.prod(mesh.shape[a] for a in axes)
+  data_sharding = NamedSharding(mesh, P(axes))
+  if process_local:
+    local_devices = devices // jax.process_count()
+    padded, weight = pad_with_weights(batch, local_devices)
+    data = jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(data_sharding, x),
+        {'examples': padded, 'weight': weight})
+  else:
+    padded, weight = pad_with_weights(batch, devices)
+    data = jax.device_put({'examples': padded, 'weight': weight},
+                          data_sharding)
+  params = jax.device_put(params, NamedSharding(mesh, P()))
+  program = _sharded_program(loss_fn, mesh, axes, microbatch_size, method,
+                             ghost_form)
+  return program(params, data)

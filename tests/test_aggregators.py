@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from coherence_jax import aggregators
-from coherence_jax import order_stats
+from coherence_jax.aggregators import order_stats
 
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -153,10 +153,11 @@ def test_chain_with_momentum_under_jit_and_weight_decay_commutes():
 def test_state_roundtrips_through_orbax(tmp_path):
   ocp = pytest.importorskip('orbax.checkpoint')
   params = {'w': jnp.ones((3, 2))}
-  tx = optax.chain(aggregators.rolling_median(3), optax.sgd(0.1, momentum=0.9))
+  tx = optax.chain(aggregators.winsorized_mean(1),  # zero-size shape records
+                   aggregators.rolling_median(3), optax.sgd(0.1, momentum=0.9))
   state = tx.init(params)
   for i in range(2):
-    _, state = tx.update({'w': jnp.full((3, 2), float(i))}, state, params)
+    _, state = tx.update({'w': jnp.full((5, 3, 2), float(i))}, state, params)
   ckpt = ocp.StandardCheckpointer()
   ckpt.save(tmp_path / 'state', state)
   ckpt.wait_until_finished()
@@ -222,7 +223,9 @@ def test_periodic_median_state_counts():
   state = tx.init(jnp.zeros(2))
   for _ in range(4):
     _, state = tx.update(jnp.ones(2), state)
-  assert int(state.mini_step) == 1 and int(state.gradient_step) == 1
+  assert int(state.mini_step) == 1
+  # gradient_step was written and never read: removed (issue 9 item 8).
+  assert state._fields == ('mini_step', 'buffer', 'inner_state')
 
 
 # ---------------------------------------------------------------- bad input
@@ -240,13 +243,15 @@ def test_bad_input_raises():
     aggregators.winsorized_mean(-1)
   mismatched = {'w': jnp.zeros((5, 3)), 'b': jnp.zeros((4, 3))}
   tx = aggregators.winsorized_mean(1)
-  with pytest.raises(ValueError, match='leading axes differ'):
-    tx.update(mismatched, tx.init(None))
+  with pytest.raises(ValueError, match='leading axes that differ'):
+    tx.update(mismatched, tx.init({'w': jnp.zeros(3), 'b': jnp.zeros(3)}))
   params = {'w': jnp.zeros((5, 3))}
-  with pytest.raises(ValueError, match='leading example axis'):
+  with pytest.raises(ValueError, match=r"shape \(5, 3\) at 'w'.*needs \(B, 5, 3\)"):
     tx.update({'w': jnp.zeros((5, 3))}, tx.init(params), params)
-  with pytest.raises(ValueError, match='scalar'):
-    tx.update({'w': jnp.zeros(())}, tx.init(None))
+  with pytest.raises(ValueError, match=r'needs \(B,\)'):
+    tx.update({'w': jnp.zeros(())}, tx.init({'w': jnp.zeros(())}))
+  with pytest.raises(ValueError, match='params: winsorized_mean.init'):
+    tx.init(None)
   with pytest.raises(NotImplementedError, match='axis_name'):
     aggregators.coordinate_median(axis_name='data')
   with pytest.raises(ValueError, match='window'):
@@ -299,3 +304,65 @@ def test_long_inputs_stream_in_blocks_and_match_numpy(n, c, monkeypatch):
   for tx in (aggregators.winsorized_mean(c), aggregators.trimmed_mean(c)):
     out = np.asarray(apply(tx, {'g': jnp.asarray(x)})['g'])
     assert np.isnan(out[4]) and not np.isnan(np.delete(out, 4)).any()
+
+
+# ------------------------------------------ ties at both bounds (issue 8.1)
+
+
+def test_trimmed_mean_constant_middle_long_input():
+  # B = 129 > MAX_UNROLLED_ROWS: the two-pass path. x_(c+1) == x_(B-c): the
+  # values equal to both bounds were counted twice (2.0157 instead of 1).
+  assert 129 > order_stats.MAX_UNROLLED_ROWS
+  ones = jnp.ones((129, 1))
+  for tx in (aggregators.trimmed_mean(1), aggregators.winsorized_mean(1)):
+    out = apply(tx, {'g': ones})['g']
+    np.testing.assert_array_equal(out, [1.0])
+
+
+def test_trimmed_mean_ties_at_either_or_both_bounds_streamed(monkeypatch):
+  monkeypatch.setattr(order_stats, 'MAX_UNROLLED_ROWS', 4)  # two passes
+  cols = [[-5, 1, 1, 1, 1, 1, 7],      # lo == hi, outliers at both ends
+          [1, 1, 1, 1, 1, 1, 1],       # all equal
+          [0, 0, 0, 2, 2, 2, 2],       # ties at both bounds, lo < hi
+          [-np.inf, 3, 3, 3, 3, 3, np.inf],
+          [np.inf] * 7,
+          [-1, 2, 2, 2, 9, 9, 9]]
+  x = np.asarray(cols, np.float32).T
+  for c in (1, 2, 3):
+    out = apply(aggregators.trimmed_mean(c), {'g': jnp.asarray(x)})['g']
+    np.testing.assert_allclose(out, np_trimmed(x, c), RTOL, ATOL)
+
+
+# ------------------------------------------- over-steps buffer dtype (8.4)
+
+
+@pytest.mark.parametrize('make', [
+    aggregators.rolling_median, aggregators.rolling_mean,
+    lambda window: aggregators.periodic_median(optax.sgd(-1.0), window)])
+def test_over_steps_buffers_keep_int_and_bf16_params_gradients(make):
+  # The buffer followed the params' dtype: an int32 param turned 0.7 into 0,
+  # a bf16 param rounded 1.001 to 1.0.
+  tx = make(window=1)
+  for param, g in ((jnp.zeros(2, jnp.int32), 0.7),
+                   (jnp.zeros(2, jnp.bfloat16), 1.001)):
+    state = tx.init(param)
+    assert all(b.dtype == jnp.float32 for b in jax.tree.leaves(state)
+               if b.ndim == 2)
+    grads = jnp.full(2, g, jnp.float32)
+    out, _ = jax.jit(tx.update)(grads, state)
+    assert out.dtype == jnp.float32  # the updates' dtype
+    np.testing.assert_array_equal(out, grads)
+  buffer_dtype = aggregators.over_steps.buffer_dtype
+  assert buffer_dtype(jnp.float16) == jnp.float32
+  assert buffer_dtype(jnp.float64) == jnp.float64
+  assert buffer_dtype(jnp.complex64) == jnp.complex64
+
+
+def test_trimmed_mean_streamed_counts_are_exact_in_bf16(monkeypatch):
+  # The tie counts were accumulated in the input dtype: bf16 stops counting
+  # at 256 (256 + 1 rounds to 256), so 300 ties at hi gave 0.426, not 0.5.
+  monkeypatch.setattr(order_stats, 'MAX_UNROLLED_ROWS', 8)
+  x = jnp.repeat(jnp.asarray([0.0, 1.0], jnp.bfloat16), 300)[:, None]
+  out = apply(aggregators.trimmed_mean(1), {'g': x})['g']
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(out, np.float32), [0.5])

@@ -1,8 +1,10 @@
 """Robust aggregation of gradients: Optax transforms and streaming estimators.
 
 Per-example transforms (leading example axis in, one update out; first in
-`optax.chain`): `winsorized_mean`, `trimmed_mean`, `median_of_means`,
-`coordinate_median`. Transforms over steps (ordinary gradients, anywhere in a
+`optax.chain`, or the aggregator of `optax.experimental.aggregating.process`,
+whose `Aggregator`s they are): `winsorized_mean`, `trimmed_mean`,
+`median_of_means`, `coordinate_median`. They record the param shapes at init
+and check the updates by path (_contract.py). Transforms over steps (ordinary gradients, anywhere in a
 chain): `rolling_median` (RM3), `rolling_mean` (RA3), `periodic_median` (M3).
 `factored_grads` gives per-example gradients with Dense kernels kept as
 outer-product factors, which the per-example transforms consume without

@@ -2,10 +2,12 @@
 
 A per-example aggregator takes updates whose every leaf has shape
 [B, *param.shape] (one B for all leaves, the params' paths) and returns
-params-shaped updates. It records the params' shapes at `init` (as zero-size
-arrays [0, *param.shape], so the state stays a pytree of arrays for jit and
-checkpointing, and the shapes stay static under jit) and checks the updates
-against them BY PATH at `update`, so `params=None` at update is fine.
+params-shaped updates. It records the params' shapes at `init` and checks the
+updates against them BY PATH at `update`, so `params=None` at update is fine.
+The shapes are a static pytree node (`ParamShapes`, no array leaves): they
+stay static under jit, cost no memory, and checkpointing skips them (Orbax
+refuses zero-size arrays, the other way to keep a shape static); restore an
+optimizer state with the `init` state as the target, as usual.
 
 The transforms are `optax.experimental.aggregating.Aggregator`s where the
 installed optax has that module (optax >= 0.2.5), so they work both first in
@@ -13,8 +15,9 @@ installed optax has that module (optax >= 0.2.5), so they work both first in
 otherwise plain `optax.GradientTransformationExtraArgs`.
 """
 
+import dataclasses
 import sys
-from typing import Callable, NamedTuple
+from typing import Any, Callable, Dict, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -33,14 +36,33 @@ except ImportError:  # pragma: no cover - older optax
   Aggregator = optax.GradientTransformationExtraArgs
 
 
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class ParamShapes:
+  """The params' shapes by path: a static pytree node (hashable, no leaves).
+
+  Attributes:
+    shapes: ((path, shape), ...) in flattening order; a path is a tuple of
+      plain names (`_tree.key_tuple`), e.g. ('dense', 'kernel').
+  """
+  shapes: Tuple[Tuple[Tuple[Any, ...], Tuple[int, ...]], ...]
+
+  @classmethod
+  def of(cls, params: PyTree) -> 'ParamShapes':
+    return cls(tuple((path, tuple(jnp.shape(leaf)))
+                     for path, leaf in leaves_by_path(params).items()))
+
+  def as_dict(self) -> Dict[Tuple[Any, ...], Tuple[int, ...]]:
+    return dict(self.shapes)
+
+
 class PerExampleAggregateState(NamedTuple):
   """State of the per-example aggregators: the params' shapes, nothing else.
 
   Attributes:
-    param_shapes: params-shaped pytree; each leaf a zero-size array of shape
-      [0, *param.shape] in the param's dtype (no memory, static shape).
+    param_shapes: a `ParamShapes` (static: no array leaves).
   """
-  param_shapes: PyTree
+  param_shapes: ParamShapes
 
 
 def contract(name: str) -> str:
@@ -59,9 +81,7 @@ def init_state(params: PyTree, name: str) -> PerExampleAggregateState:
         f'params: {name}.init got {params!r}, a pytree without leaves; pass '
         'the params (their shapes are recorded to check the per-example '
         'updates at update time).')
-  return PerExampleAggregateState(jax.tree.map(
-      lambda p: jnp.zeros((0,) + tuple(jnp.shape(p)), jnp.result_type(p)),
-      params))
+  return PerExampleAggregateState(ParamShapes.of(params))
 
 
 def _paths_list(paths) -> str:
@@ -80,8 +100,7 @@ def check_updates(updates: PyTree, state, name: str) -> int:
     raise ValueError(
         f'state: {name}.update got a {type(state).__name__}, not the '
         f'PerExampleAggregateState of {name}.init(params). {contract(name)}')
-  want = {path: leaf.shape[1:] for path, leaf in
-          leaves_by_path(state.param_shapes).items()}
+  want = state.param_shapes.as_dict()
   got = leaves_by_path(updates, is_leaf=order_stats.is_lazy)
   missing = [p for p in want if p not in got]
   if missing:

@@ -88,6 +88,10 @@ def winsorized_mean(c: int,
   Args:
     c: number of values clipped at each end, per coordinate.
     axis_name: reserved for multi-device use; must be None for now.
+  Returns:
+    An `Aggregator` (a `GradientTransformationExtraArgs`): `init(params)`
+    records the param shapes; `update(updates, state, params=None)` takes
+    updates shaped [B, *param.shape] and returns params-shaped updates.
   """
   return _order_statistic_transform('winsorized_mean', c, axis_name,
                                     order_stats.winsorized_mean)
@@ -103,6 +107,10 @@ def trimmed_mean(c: int,
   Args:
     c: number of values dropped at each end, per coordinate (2c + 1 <= B).
     axis_name: reserved for multi-device use; must be None for now.
+  Returns:
+    An `Aggregator` (a `GradientTransformationExtraArgs`): `init(params)`
+    records the param shapes; `update(updates, state, params=None)` takes
+    updates shaped [B, *param.shape] and returns params-shaped updates.
   """
   return _order_statistic_transform('trimmed_mean', c, axis_name,
                                     order_stats.trimmed_mean)
@@ -135,8 +143,13 @@ def median_of_means(num_groups: int,
   Args:
     num_groups: number of groups; must divide B.
     axis_name: reserved for multi-device use; must be None for now.
+  Returns:
+    An `Aggregator` (a `GradientTransformationExtraArgs`): `init(params)`
+    records the param shapes; `update(updates, state, params=None)` takes
+    updates shaped [B, *param.shape] and returns params-shaped updates.
   """
-  if not isinstance(num_groups, int) or num_groups <= 0:
+  if (not isinstance(num_groups, int) or isinstance(num_groups, bool)
+      or num_groups <= 0):
     raise ValueError(
         f'median_of_means: num_groups must be a positive int, got {num_groups!r}.')
   _check_axis_name(axis_name)
@@ -166,6 +179,13 @@ def coordinate_median(axis_name: Optional[str] = None
     >>> opt = optax.chain(coordinate_median(), optax.sgd(0.1))
     >>> g = per_group_grads(loss_fn, params, batch, 3)   # leading axis 3
     >>> updates, state = opt.update(g, state, params)
+
+  Args:
+    axis_name: reserved for multi-device use; must be None for now.
+  Returns:
+    An `Aggregator` (a `GradientTransformationExtraArgs`): `init(params)`
+    records the param shapes; `update(updates, state, params=None)` takes
+    updates shaped [B, *param.shape] and returns params-shaped updates.
   """
   _check_axis_name(axis_name)
   return _contract.per_example_aggregator('coordinate_median',

@@ -307,10 +307,11 @@ def trimmed_from_middle(acc, lo, hi, n: int, c: int) -> jax.Array:
   value equal to both bounds must not be counted at both: that was a bug).
   """
   s, k_lo, k_hi = acc
-  dtype = s.dtype
-  copies_lo = (k_lo - c).astype(dtype)
-  copies_hi = (k_hi - c).astype(dtype)
-  out = (s + copies_lo * lo + copies_hi * hi) / (n - 2 * c)
+  # Counts times bounds in >= float32: a bf16 count is inexact above 256.
+  wide = jnp.promote_types(s.dtype, jnp.float32)
+  total = (s.astype(wide) + (k_lo - c).astype(wide) * lo.astype(wide)
+           + (k_hi - c).astype(wide) * hi.astype(wide))
+  out = (total / (n - 2 * c)).astype(s.dtype)
   out = jnp.where(lo == hi, lo, out)
   return jnp.where(jnp.isnan(lo) | jnp.isnan(hi), jnp.nan, out)  # NaN policy
 

@@ -94,6 +94,13 @@ def rolling_median(window: int = 3) -> optax.GradientTransformation:
 
   Example:
     >>> opt = optax.chain(rolling_median(3), optax.sgd(0.1))
+
+  Args:
+    window: gradients in the median (the current one included).
+
+  Returns:
+    A `GradientTransformation` with `RollingState` (buffer in
+    `buffer_dtype(param dtype)`); updates keep the incoming updates' dtype.
   """
   return _rolling('rolling_median', window, _median_over_window)
 
@@ -103,6 +110,12 @@ def rolling_mean(window: int = 3) -> optax.GradientTransformation:
 
   Example:
     >>> opt = optax.chain(rolling_mean(3), optax.sgd(0.1))
+
+  Args:
+    window: gradients in the mean (the current one included).
+
+  Returns:
+    A `GradientTransformation` with `RollingState`, as `rolling_median`.
   """
   return _rolling('rolling_mean', window, _mean_over_window)
 
@@ -125,6 +138,14 @@ def periodic_median(inner: optax.GradientTransformation,
 
   Example:
     >>> opt = periodic_median(optax.sgd(0.1), window=3)
+
+  Args:
+    inner: the optimizer stepped on the median, e.g. `optax.sgd(0.1)`.
+    window: steps per median (and per inner step).
+
+  Returns:
+    A `GradientTransformation` with `PeriodicMedianState`; updates keep the
+    incoming updates' dtype.
   """
   _check_window(window, 'periodic_median')
 

@@ -70,7 +70,7 @@ from flax.nnx.nn import linear as nnx_linear
 from coherence_jax import _checks
 from coherence_jax import microbatch
 from coherence_jax import reductions
-from coherence_jax import sharding
+from coherence_jax import mesh_axes
 from coherence_jax._tree import PyTree
 from coherence_jax._tree import key_tuple
 from coherence_jax._tree import path_str
@@ -266,11 +266,11 @@ def _not_nnx_error(loss_fn):
 
 def sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
                      ghost_form: Optional[str] = None,
-                     axis_name: sharding.AxisName = None):
+                     axis_name: mesh_axes.AxisName = None):
   """(S, per-example squared norms per leaf [B]) of one chunk, by ghost norms.
 
   `loss_fn` comes from `from_nnx`; params must already be varying over
-  `axis_name` (see `sharding.as_varying`). With method='ghost' unsupported
+  `axis_name` (see `mesh_axes.as_varying`). With method='ghost' unsupported
   params are a ValueError naming them; 'auto' uses vmap for them. Traceable;
   no micro-batching and no input checks (see `per_example_sq_norms`).
 
@@ -312,7 +312,7 @@ def sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
         f"{lines}\nPass method='auto' to use per-example vmap gradients for "
         "them, or method='vmap'.")
   good = {p: l for p, l in layers.items() if l.problem is None}
-  slots = sharding.as_varying(
+  slots = mesh_axes.as_varying(
       {l.key: {n: jnp.zeros((size,), jnp.float32) for n in l.params}
        for l in good.values()}, axis_name)
 
@@ -409,7 +409,7 @@ def uses_ghost(loss_fn, method: str) -> bool:
 
 def per_example_sq_norms(loss_fn, params, batch, *, method: str = 'auto',
                          microbatch_size: Optional[int] = None,
-                         axis_name: sharding.AxisName = None,
+                         axis_name: mesh_axes.AxisName = None,
                          ghost_form: Optional[str] = None) -> PyTree:
   """‖∇ℓ_i‖² per param leaf and example: a params-shaped pytree of [B] arrays.
 
@@ -450,8 +450,8 @@ def per_example_sq_norms(loss_fn, params, batch, *, method: str = 'auto',
   """
   check_ghost_args(loss_fn, method, ghost_form)
   _checks.check_per_example_loss(loss_fn, params, batch)
-  sharding.check_axis_name(axis_name, batch)
-  params = sharding.as_varying(params, axis_name)
+  mesh_axes.check_axis_name(axis_name, batch)
+  params = mesh_axes.as_varying(params, axis_name)
   if uses_ghost(loss_fn, method):
     def one_chunk(chunk):
       return sum_and_sq_norms(loss_fn, params, chunk, method=method,

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from coherence_jax import _checks
 from coherence_jax import microbatch
-from coherence_jax import sharding
+from coherence_jax import mesh_axes
 from coherence_jax._tree import LossFn
 from coherence_jax._tree import PyTree
 
@@ -74,7 +74,7 @@ def vmapped_grads(loss_fn: LossFn, params: PyTree, batch: PyTree) -> PyTree:
 
 def per_example_grads(loss_fn: LossFn, params: PyTree, batch: PyTree, *,
                       microbatch_size: Optional[int] = None,
-                      axis_name: sharding.AxisName = None) -> PyTree:
+                      axis_name: mesh_axes.AxisName = None) -> PyTree:
   """Gradient of each example's loss: a params-shaped pytree with leading axis B.
 
   Args:
@@ -105,8 +105,8 @@ def per_example_grads(loss_fn: LossFn, params: PyTree, batch: PyTree, *,
     {'bias': (16, 10), 'kernel': (16, 32, 10)}
   """
   _checks.check_per_example_loss(loss_fn, params, batch)
-  sharding.check_axis_name(axis_name, batch)
-  params = sharding.as_varying(params, axis_name)
+  mesh_axes.check_axis_name(axis_name, batch)
+  params = mesh_axes.as_varying(params, axis_name)
   return microbatch.microbatched(
       lambda chunk: vmapped_grads(loss_fn, params, chunk), batch,
       microbatch_size, combine='concat')
@@ -114,7 +114,7 @@ def per_example_grads(loss_fn: LossFn, params: PyTree, batch: PyTree, *,
 
 def per_group_grads(loss_fn: LossFn, params: PyTree, batch: PyTree,
                     num_groups: int, *,
-                    axis_name: sharding.AxisName = None) -> PyTree:
+                    axis_name: mesh_axes.AxisName = None) -> PyTree:
   """Mean gradient of each of `num_groups` contiguous equal groups of examples.
 
   It costs about one ordinary backward pass over the batch: one ordinary
@@ -153,8 +153,8 @@ def per_group_grads(loss_fn: LossFn, params: PyTree, batch: PyTree,
     raise ValueError(
         f'num_groups: got {num_groups!r} for a batch of {size} examples; pass a '
         'positive int that divides the batch size into equal groups.')
-  sharding.check_axis_name(axis_name, batch)
-  params = sharding.as_varying(params, axis_name)
+  mesh_axes.check_axis_name(axis_name, batch)
+  params = mesh_axes.as_varying(params, axis_name)
   # One ordinary gradient per contiguous slice, Python-unrolled, then stacked.
   # vmap over groups made XLA:CPU run conv weight gradients with a batched
   # cotangent, which was 1.6x slower on the CNN (benchmarks/README_aggregators.md).

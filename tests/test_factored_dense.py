@@ -8,9 +8,9 @@ import jax.numpy as jnp
 
 import coherence_jax as cj
 from coherence_jax import aggregators
-from coherence_jax import dense_per_example as dpe
-from coherence_jax import order_stats
-from coherence_jax import per_example
+from coherence_jax.aggregators import factored_dense as dpe
+from coherence_jax.aggregators import order_stats
+from coherence_jax.per_example import vmap_grads
 from flax import nnx
 from tests import helpers
 
@@ -42,11 +42,11 @@ def test_factored_grads_equal_per_example_grads(model):
     (loss_fn, params), batch = helpers.tiny_mlp(), helpers.tiny_batch(7)
   else:
     (loss_fn, params), batch = tiny_cnn(), cnn_batch(7)
-  ref = per_example.per_example_grads(loss_fn, params, batch)
+  ref = vmap_grads.per_example_grads(loss_fn, params, batch)
   fact = jax.jit(lambda p, b: dpe.factored_grads(loss_fn, p, b))(params, batch)
   kinds = jax.tree.leaves(jax.tree.map(dpe.is_outer, fact, is_leaf=dpe.is_outer))
   assert any(kinds)  # the Dense kernels are factored
-  got = dpe.per_example_grads(loss_fn, params, batch)
+  got = dpe.materialize_grads(dpe.factored_grads(loss_fn, params, batch))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, RTOL, ATOL),
                got, ref)
   for c in (0, 2):
@@ -78,7 +78,8 @@ def test_outer_rows_long_input_and_group_means(monkeypatch):
 def test_non_nnx_loss_falls_back_to_plain_per_example_grads():
   loss_fn = lambda w, b: (b['x'] @ w) ** 2
   batch = {'x': jnp.ones((5, 3))}
-  got = dpe.per_example_grads(loss_fn, jnp.arange(3.0), batch)
+  got = dpe.materialize_grads(
+      dpe.factored_grads(loss_fn, jnp.arange(3.0), batch))
   np.testing.assert_allclose(got, 2 * 3.0 * np.ones((5, 3)), RTOL, ATOL)
 
 
@@ -94,6 +95,6 @@ def test_shared_linear_is_not_factored():
   fact = dpe.factored_grads(loss_fn, params, batch)
   assert not any(jax.tree.leaves(jax.tree.map(dpe.is_outer, fact,
                                               is_leaf=dpe.is_outer)))
-  ref = per_example.per_example_grads(loss_fn, params, batch)
+  ref = vmap_grads.per_example_grads(loss_fn, params, batch)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, RTOL, ATOL),
                fact, ref)

@@ -9,9 +9,10 @@ import pytest
 import jax
 import jax.numpy as jnp
 
+import coherence_jax as cj
 from coherence_jax import aggregators
-from coherence_jax import per_example
-from coherence_jax import robust_grad
+from coherence_jax.aggregators import streaming
+from coherence_jax.per_example import vmap_grads
 
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -36,9 +37,9 @@ def setup(b, seed=0):
                                    (7, 0, 3), (10, 2, 16)])
 def test_streaming_equals_per_example(b, c, m):
   params, batch = setup(b, seed=b)
-  grads = per_example.per_example_grads(loss_fn, params, batch)
-  for agg, stream in ((aggregators.winsorized_mean, robust_grad.winsorized_mean_grad),
-                      (aggregators.trimmed_mean, robust_grad.trimmed_mean_grad)):
+  grads = vmap_grads.per_example_grads(loss_fn, params, batch)
+  for agg, stream in ((aggregators.winsorized_mean, streaming.winsorized_mean_grad),
+                      (aggregators.trimmed_mean, streaming.trimmed_mean_grad)):
     tx = agg(c)
     ref, _ = tx.update(grads, tx.init(params), params)
     out = stream(loss_fn, params, batch, c=c, microbatch_size=m)
@@ -49,13 +50,13 @@ def test_streaming_equals_per_example(b, c, m):
 def test_streaming_bad_input():
   params, batch = setup(5)
   with pytest.raises(ValueError, match='2c\\+1'):
-    robust_grad.winsorized_mean_grad(loss_fn, params, batch, c=3,
+    streaming.winsorized_mean_grad(loss_fn, params, batch, c=3,
                                      microbatch_size=2)
   with pytest.raises(ValueError, match='microbatch_size'):
-    robust_grad.trimmed_mean_grad(loss_fn, params, batch, c=1,
+    streaming.trimmed_mean_grad(loss_fn, params, batch, c=1,
                                   microbatch_size=0)
   with pytest.raises(ValueError, match='loss_fn'):
-    robust_grad.trimmed_mean_grad(lambda p, b: jnp.sum(loss_fn(p, b)), params,
+    streaming.trimmed_mean_grad(lambda p, b: jnp.sum(loss_fn(p, b)), params,
                                   batch, c=1, microbatch_size=2)
 
 
@@ -63,12 +64,23 @@ def test_streaming_nnx_model_uses_factored_grads_and_matches():
   from tests import helpers
   loss_fn, params = helpers.tiny_mlp()
   batch = helpers.tiny_batch(11)
-  grads = per_example.per_example_grads(loss_fn, params, batch)
-  for agg, stream in ((aggregators.winsorized_mean, robust_grad.winsorized_mean_grad),
-                      (aggregators.trimmed_mean, robust_grad.trimmed_mean_grad)):
+  grads = vmap_grads.per_example_grads(loss_fn, params, batch)
+  for agg, stream in ((aggregators.winsorized_mean, streaming.winsorized_mean_grad),
+                      (aggregators.trimmed_mean, streaming.trimmed_mean_grad)):
     tx = agg(2)
     ref, _ = tx.update(grads, tx.init(params), params)
     for m in (4, 16):  # two streamed passes / one fused pass
       out = stream(loss_fn, params, batch, c=2, microbatch_size=m)
       jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, RTOL, ATOL),
                    out, ref)
+
+
+def test_trimmed_mean_grad_constant_middle():
+  # Issue 8.1: two passes (microbatch 4 < B = 10), every example's gradient
+  # for the bias is 3, so x_(c+1) == x_(B-c) == 3; it returned 6.75.
+  loss = lambda p, b: b['x'] * p['b']
+  batch = {'x': jnp.full((10,), 3.0)}
+  for c in (1, 2, 4):
+    for fn in (cj.trimmed_mean_grad, cj.winsorized_mean_grad):
+      out = fn(loss, {'b': jnp.zeros(())}, batch, c=c, microbatch_size=4)
+      np.testing.assert_array_equal(out['b'], 3.0)

@@ -1,0 +1,189 @@
+"""The per-example contract of the aggregators: checks, optax interfaces.
+
+Issue 8 items 3 and 13, issue 9 item 5: updates are checked by path against
+the param shapes recorded at init; the transforms are optax Aggregators (work
+in `optax.chain` and in `aggregating.process`); `optax.apply_if_finite` goes
+after the aggregator, and wrapping the aggregator raises a clear error.
+"""
+
+import numpy as np
+import optax
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+from coherence_jax import aggregators
+
+RTOL, ATOL = 1e-5, 1e-6
+B = 9
+
+ALL = [lambda: aggregators.winsorized_mean(2),
+       lambda: aggregators.trimmed_mean(1),
+       lambda: aggregators.median_of_means(3),
+       lambda: aggregators.coordinate_median()]
+
+
+def params_and_grads(seed=0):
+  rng = np.random.default_rng(seed)
+  params = {'w': jnp.ones((3, 2)), 'b': jnp.zeros(2)}
+  grads = {'w': jnp.asarray(rng.normal(size=(B, 3, 2)), jnp.float32),
+           'b': jnp.asarray(rng.normal(size=(B, 2)), jnp.float32)}
+  return params, grads
+
+
+def optax_aggregating():
+  try:
+    from optax.experimental import aggregating  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    pytest.skip('this optax has no optax.experimental.aggregating')
+  return aggregating
+
+
+def np_winsorized(x, c):
+  s = np.sort(np.asarray(x, np.float64), axis=0)
+  return np.clip(s, s[c], s[-c - 1]).mean(0)
+
+
+# ------------------------------------------------------------ item 3
+
+
+@pytest.mark.parametrize('make', ALL)
+def test_plain_gradients_are_rejected_even_without_params(make):
+  # Before: with params=None plain [*param.shape] gradients were taken as
+  # per-example gradients of a smaller model.
+  tx = make()
+  params, grads = params_and_grads()
+  plain = jax.tree.map(lambda g: g[0], grads)
+  with pytest.raises(ValueError, match=r"at 'b'.*needs \(B, 2\).*FIRST in "
+                     r'optax.chain'):
+    tx.update(plain, tx.init(params))
+
+
+def test_after_momentum_is_rejected():
+  params, grads = params_and_grads()
+  tx = optax.chain(optax.sgd(0.1, momentum=0.9), aggregators.winsorized_mean(1))
+  plain = jax.tree.map(lambda g: g[0], grads)
+  with pytest.raises(ValueError, match='must be FIRST in optax.chain'):
+    tx.update(plain, tx.init(params), params)
+
+
+def test_extra_and_missing_keys_are_named_by_path():
+  params, grads = params_and_grads()
+  tx = aggregators.winsorized_mean(1)
+  state = tx.init(params)
+  with pytest.raises(ValueError, match=r"leaves 'extra' at paths that are not "
+                     'params'):
+    tx.update({**grads, 'extra': jnp.zeros((B, 4))}, state)
+  # Before: a missing key surfaced as a shape mismatch of ANOTHER leaf
+  # (leaves were compared by position).
+  with pytest.raises(ValueError, match=r"no update for the param\(s\) 'b' "
+                     r'\(shape \(2,\)\)'):
+    tx.update({'w': grads['w']}, state, params)
+
+
+def test_nested_paths_and_leading_sizes():
+  params = {'dense': {'kernel': jnp.zeros((3, 2)), 'bias': jnp.zeros(2)}}
+  tx = aggregators.trimmed_mean(1)
+  state = tx.init(params)
+  bad = {'dense': {'kernel': jnp.zeros((B, 2, 3)), 'bias': jnp.zeros((B, 2))}}
+  with pytest.raises(ValueError, match="'dense/kernel'.*needs \\(B, 3, 2\\)"):
+    tx.update(bad, state)
+  uneven = {'dense': {'kernel': jnp.zeros((B, 3, 2)), 'bias': jnp.zeros((4, 2))}}
+  with pytest.raises(ValueError, match='leading axes that differ'):
+    tx.update(uneven, state)
+  with pytest.raises(ValueError, match='B = 0'):
+    aggregators.coordinate_median().update(
+        jax.tree.map(lambda p: jnp.zeros((0,) + p.shape), params),
+        aggregators.coordinate_median().init(params))
+
+
+def test_state_records_shapes_and_params_none_is_fine_under_jit():
+  params, grads = params_and_grads()
+  tx = aggregators.winsorized_mean(2)
+  state = tx.init(params)
+  # The shapes are static (no array leaves): free, jit-able, checkpointable
+  # (test_aggregators.py saves and restores it with Orbax).
+  assert not jax.tree.leaves(state)
+  assert state.param_shapes.as_dict() == {('w',): (3, 2), ('b',): (2,)}
+  out, new_state = jax.jit(tx.update)(grads, state)  # params=None
+  for k in params:
+    np.testing.assert_allclose(out[k], np_winsorized(grads[k], 2), RTOL, ATOL)
+  assert jax.tree.structure(new_state) == jax.tree.structure(state)
+
+
+def test_init_needs_params():
+  with pytest.raises(ValueError, match='params: trimmed_mean.init'):
+    aggregators.trimmed_mean(1).init(None)
+
+
+# ------------------------------------------------ issue 9 item 5: Aggregator
+
+
+def test_per_example_transforms_are_optax_aggregators():
+  aggregating = optax_aggregating()
+  for make in ALL:
+    tx = make()
+    assert isinstance(tx, aggregating.Aggregator)
+    assert isinstance(tx, optax.GradientTransformation)
+  assert not isinstance(aggregators.rolling_median(3), aggregating.Aggregator)
+
+
+@pytest.mark.parametrize('make', ALL)
+def test_works_in_aggregating_process_and_first_in_chain(make):
+  aggregating = optax_aggregating()
+  params, grads = params_and_grads(seed=3)
+  agg = make()
+  ref, _ = agg.update(grads, agg.init(params))
+  ref = jax.tree.map(lambda g: -0.1 * g, ref)
+  for opt in (aggregating.process(optax.identity(), make(), optax.sgd(0.1)),
+              optax.chain(make(), optax.sgd(0.1))):
+    state = opt.init(params)
+    out, state = jax.jit(opt.update)(grads, state, params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, RTOL, ATOL),
+                 out, ref)
+    out, _ = jax.jit(opt.update)(grads, state)  # params=None
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, RTOL, ATOL),
+                 out, ref)
+  assert isinstance(
+      aggregating.process(optax.identity(), make(), optax.sgd(0.1)),
+      aggregating.Aggregator)
+
+
+# ------------------------------------------ issue 8 item 13: apply_if_finite
+
+
+@pytest.mark.parametrize('jit', [False, True])
+def test_wrapping_the_aggregator_in_apply_if_finite_explains_the_fix(jit):
+  # Before: "cond branches must have equal output types", even on finite input.
+  params, grads = params_and_grads()
+  opt = optax.apply_if_finite(
+      optax.chain(aggregators.winsorized_mean(1), optax.sgd(0.1)), 3)
+  update = jax.jit(opt.update) if jit else opt.update
+  with pytest.raises(ValueError, match=r'cannot run inside optax.apply_if_'
+                     r'finite.*optax.chain\(winsorized_mean\(\.\.\.\), '
+                     r'optax.apply_if_finite\(optax.sgd'):
+    update(grads, opt.init(params), params)
+
+
+def test_apply_if_finite_after_the_aggregator_skips_a_nan_step():
+  params, grads = params_and_grads()
+  opt = optax.chain(aggregators.winsorized_mean(1),
+                    optax.apply_if_finite(optax.sgd(0.1, momentum=0.9), 3))
+  state = opt.init(params)
+  step = jax.jit(opt.update)
+  out, state = step(grads, state, params)
+  want = jax.tree.map(lambda g: -0.1 * np_winsorized(g, 1), grads)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, RTOL, ATOL),
+               out, want)
+  bad = {**grads, 'b': grads['b'].at[4, 1].set(jnp.nan)}
+  out, state = step(bad, state, params)
+  assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(out))
+  finite_state = state[1]
+  assert int(finite_state.total_notfinite) == 1
+  # +-inf in one example is clipped by winsorized_mean(1): not skipped.
+  inf = {**grads, 'b': grads['b'].at[4, 1].set(jnp.inf)}
+  out, state = step(inf, state, params)
+  assert all(np.isfinite(np.asarray(u)).all() and np.any(np.asarray(u) != 0)
+             for u in jax.tree.leaves(out))
+  assert int(state[1].total_notfinite) == 1

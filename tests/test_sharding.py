@@ -1,0 +1,98 @@
+"""sharded_coherence_stats equals one device: any B, 1-D and 2-D meshes, processes."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import coherence_jax as cj
+from coherence_jax import sharding
+from tests import helpers
+
+# Same per-example math on each device; only the order of float32 sums over
+# <= 16 examples and the psum differ: ~1e-6 relative, 1e-5 leaves headroom.
+RTOL = 1e-5
+
+
+def assert_same(got, want):
+  assert int(got.count) == int(want.count)
+  np.testing.assert_allclose(float(got.m_coherence()),
+                             float(want.m_coherence()), rtol=RTOL)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      a, b, rtol=RTOL, atol=1e-6 * float(np.max(np.abs(b)))),
+               (got.sum_grads, got.sq_norms()), (want.sum_grads,
+                                                 want.sq_norms()))
+
+
+@pytest.mark.parametrize('size', [3, 13, 16])
+@pytest.mark.parametrize('mesh_shape,names', [((8,), ('data',)),
+                                              ((2, 4), ('host', 'data'))])
+def test_equals_one_device_for_any_batch_size(size, mesh_shape, names):
+  loss_fn, params = helpers.tiny_mlp()
+  batch = helpers.tiny_batch(size)
+  want = cj.coherence_stats(loss_fn, params, batch)
+  mesh = jax.make_mesh(mesh_shape, names)
+  for method in ('auto', 'vmap'):
+    got = sharding.sharded_coherence_stats(loss_fn, params, batch, mesh,
+                                           method=method, microbatch_size=2)
+    assert_same(got, want)
+
+
+def test_padding_is_not_counted_and_contributes_nothing():
+  loss_fn, params = helpers.tiny_mlp()
+  batch = helpers.tiny_batch(5)
+  mesh = jax.make_mesh((8,), ('data',))
+  got = sharding.sharded_coherence_stats(loss_fn, params, batch, mesh)
+  assert int(got.count) == 5  # 3 padded examples of weight 0
+  assert_same(got, cj.coherence_stats(loss_fn, params, batch))
+
+
+def test_batch_over_one_axis_of_a_2d_mesh():
+  loss_fn, params = helpers.tiny_mlp()
+  batch = helpers.tiny_batch(6)
+  mesh = jax.make_mesh((2, 4), ('model', 'data'))
+  got = sharding.sharded_coherence_stats(loss_fn, params, batch, mesh,
+                                         batch_axes=('data',))
+  assert_same(got, cj.coherence_stats(loss_fn, params, batch))
+
+
+def test_unknown_batch_axis_is_named():
+  loss_fn, params = helpers.tiny_mlp()
+  mesh = jax.make_mesh((8,), ('data',))
+  with pytest.raises(ValueError, match="batch_axes.*'data'"):
+    sharding.sharded_coherence_stats(loss_fn, params, helpers.tiny_batch(4),
+                                     mesh, batch_axes=('batch',))
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_equal_one():
+  """2 processes × 4 CPU devices (gloo), each loading only its slice."""
+  port = str(_free_port())
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root, XLA_FLAGS='')
+  cmd = [sys.executable, '-m', 'tests.multiprocess_worker', port]
+  procs = [subprocess.Popen(cmd + [str(i)], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for i in range(2)]
+  outs = [p.communicate(timeout=240) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  results = [line for out, _ in outs for line in out.splitlines()
+             if line.startswith('RESULT')]
+  assert len(results) == 2
+  loss_fn, params = helpers.tiny_mlp()
+  want = cj.coherence_stats(loss_fn, params, helpers.tiny_batch(13))
+  for line in results:
+    _, process, count, m_coherence = line.split()
+    assert int(count) == 13
+    np.testing.assert_allclose(float(m_coherence), float(want.m_coherence()),
+                               rtol=RTOL)

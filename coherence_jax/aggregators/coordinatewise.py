@@ -6,8 +6,11 @@ Per-example transforms (`winsorized_mean`, `trimmed_mean`, `median_of_means`,
   FIRST in `optax.chain`, and it emits ordinary params-shaped updates:
 
     >>> opt = optax.chain(winsorized_mean(c=2), optax.sgd(0.1, momentum=0.9))
+    >>> state = opt.init(params)
     >>> grads = per_example_grads(loss_fn, params, batch)   # leading axis B
     >>> updates, state = opt.update(grads, state, params)
+    >>> updates['layers'][0]['kernel'].shape == params['layers'][0]['kernel'].shape
+    True
 
   They are `optax.experimental.aggregating.Aggregator`s, so they also work as
   the aggregator of `aggregating.process`:
@@ -177,8 +180,10 @@ def coordinate_median(axis_name: Optional[str] = None
 
   Example:
     >>> opt = optax.chain(coordinate_median(), optax.sgd(0.1))
-    >>> g = per_group_grads(loss_fn, params, batch, 3)   # leading axis 3
-    >>> updates, state = opt.update(g, state, params)
+    >>> g = per_group_grads(loss_fn, params, batch, 4)   # leading axis 4
+    >>> updates, state = opt.update(g, opt.init(params), params)
+    >>> updates['layers'][1]['bias'].shape
+    (10,)
 
   Args:
     axis_name: reserved for multi-device use; must be None for now.

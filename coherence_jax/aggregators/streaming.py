@@ -113,7 +113,9 @@ def trimmed_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
   Equals `trimmed_mean(c)` over `per_example_grads(loss_fn, params, batch)`.
 
   Example:
-    >>> trimmed_mean_grad(loss_fn, params, batch, c=2, microbatch_size=32)
+    >>> g = trimmed_mean_grad(loss_fn, params, batch, c=2, microbatch_size=8)
+    >>> g['layers'][0]['kernel'].shape
+    (784, 32)
   """
   size = _checks.check_per_example_loss(loss_fn, params, batch)
   _check('trimmed_mean_grad', c, size, microbatch_size)

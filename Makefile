@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m experiments.real_vs_random --workdir=$(DEMO_WORKDIR)
+	$(PY) -m experiments.real_vs_random.main --workdir=$(DEMO_WORKDIR)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)

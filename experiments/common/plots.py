@@ -1,4 +1,8 @@
-"""Plots of coherence runs (matplotlib, Agg backend, PNG)."""
+"""Plots of the experiments' runs (matplotlib, Agg backend, PNG).
+
+Example:
+  >>> plot_real_vs_random({'real': rows, 'random': rows2}, '/tmp/rvr.png')
+"""
 
 from typing import Any, Dict, List
 
@@ -42,7 +46,8 @@ def plot_real_vs_random(runs: Dict[str, List[Dict[str, Any]]], path: str,
   plt.close(fig)
 
 
-def plot_noisy_labels(runs: Dict[str, List[Dict[str, Any]]], path: str) -> None:
+def plot_noisy_labels(runs: Dict[str, List[Dict[str, Any]]], path: str,
+                      title: str = '') -> None:
   """Pristine, corrupt (memorization) and test accuracy per aggregator."""
   panels = (('pristine_accuracy', 'pristine train accuracy'),
             ('corrupt_accuracy', 'corrupt train accuracy (noisy labels)'),
@@ -54,13 +59,13 @@ def plot_noisy_labels(runs: Dict[str, List[Dict[str, Any]]], path: str) -> None:
     for ax, (key, _) in zip(axes, panels):
       ax.plot(steps, [r[key] for r in rows], '-', color=cmap(i % 10),
               label=spec, lw=1.6 if spec == 'mean' else 1.1)
-  for ax, (_, title) in zip(axes, panels):
-    ax.set_title(title)
+  for ax, (_, panel_title) in zip(axes, panels):
+    ax.set_title(panel_title)
     ax.set_xlabel('step')
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)
   axes[1].legend(fontsize=8, ncol=2)
-  fig.suptitle('Noisy labels (50 %): memorization under robust aggregation')
+  fig.suptitle(title or 'Noisy labels: memorization under robust aggregation')
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

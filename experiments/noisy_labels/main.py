@@ -1,32 +1,35 @@
 r"""Noisy labels: does robust aggregation block memorization? (ICLR 2020 §5)
 
-  python -m experiments.noisy_labels --workdir=/tmp/noisy \
-      [--aggregators=mean,winsorized:4,rm3] [--config.train.epochs=50]
+  python -m experiments.noisy_labels.main --workdir=/tmp/noisy \
+      [--config=experiments/noisy_labels/configs/tiny.py] \
+      [--config.aggregators='("mean","winsorized:4")']
 
 Writes <workdir>/<aggregator>/metrics.jsonl, summary.json, noisy_labels.png,
-table.md and the corruption masks (corruption.npz, corruption.json).
+table.md and the corruption masks (corruption.npz, corruption.json). A crashed
+run resumes from its checkpoints when started again.
 """
+
+import os
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from experiments import noisy_labels_lib
+from experiments.noisy_labels import train
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', 'experiments/configs/noisy_labels.py', 'Experiment config.')
+    'config', os.path.join(os.path.dirname(__file__), 'configs', 'default.py'),
+    'Experiment config file; override fields with --config.<field>=value.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.',
                                required=True)
-_AGGREGATORS = flags.DEFINE_list(
-    'aggregators', None, 'Aggregators to run (default: the config\'s sweep).')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  noisy_labels_lib.run(_CONFIG.value, _WORKDIR.value, _AGGREGATORS.value)
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':

@@ -1,10 +1,13 @@
 r"""Memorization of noisy labels under robust aggregation (ICLR 2020, 2003.07422).
 
-Run:
-  python -m experiments.noisy_labels \
-      --config=experiments/configs/noisy_labels.py --workdir=/tmp/noisy \
-      [--aggregators=mean,winsorized:4,rm3]
-Aggregators: mean, winsorized:C, trimmed:C, median_of_means:K, rm3, ra3, m3.
+  python -m experiments.noisy_labels.main \
+      --config=experiments/noisy_labels/configs/default.py --workdir=/tmp/noisy
+
+Choose the aggregators with the config (a tuple, quoted for the shell):
+  --config.aggregators='("mean","winsorized:4","rm3")'
+Names: mean, winsorized:C, trimmed:C, median_of_means:K, rm3, ra3, m3
+(see experiments/common/aggregator_specs.py). A workdir keeps its config.json:
+resuming it with other values is refused unless --config.allow_config_change=True.
 """
 
 import ml_collections
@@ -27,4 +30,5 @@ def get_config() -> ml_collections.ConfigDict:
       every_steps=100,
       coherence_sample_size=500,  # fixed pristine and corrupt samples, each
   ))
+  config.allow_config_change = False  # True: resume a workdir under new values
   return config

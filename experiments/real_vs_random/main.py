@@ -1,21 +1,24 @@
 r"""Real versus random labels: m-coherence over training (the `make demo`).
 
-  python -m experiments.real_vs_random --workdir=/tmp/rvr \
-      [--config=experiments/configs/real_vs_random.py --config.train.epochs=60]
+  python -m experiments.real_vs_random.main --workdir=/tmp/rvr \
+      [--config=experiments/real_vs_random/configs/tiny.py] [--config.seed=1]
 
-Writes <workdir>/<mode>/metrics.jsonl, summary.json, real_vs_random.png.
-A crashed run resumes from its checkpoints when started again.
+Writes <workdir>/<mode>/metrics.jsonl, summary.json, real_vs_random.png,
+table.md. A crashed run resumes from its checkpoints when started again.
 """
+
+import os
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from experiments import real_vs_random_lib
+from experiments.real_vs_random import train
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', 'experiments/configs/real_vs_random.py', 'Experiment config.')
+    'config', os.path.join(os.path.dirname(__file__), 'configs', 'default.py'),
+    'Experiment config file; override fields with --config.<field>=value.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.',
                                required=True)
 
@@ -24,7 +27,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  real_vs_random_lib.run(_CONFIG.value, _WORKDIR.value)
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':

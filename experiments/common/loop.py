@@ -1,0 +1,122 @@
+"""A resumable training loop: measure, checkpoint, step; nothing written twice.
+
+The loop owns resumption: it restores the newest good orbax checkpoint of
+`run_dir/checkpoints`, drops metric rows newer than it, and continues. Given the
+same inputs, a resumed run writes the same rows as an uninterrupted one. The
+elapsed run time is saved with each checkpoint, so `seconds` counts the whole
+run across restarts. A step that makes the params non-finite stops the run
+(NonFiniteError naming the step) before anything after it is measured or
+checkpointed.
+"""
+
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+import jax
+import numpy as np
+
+from experiments.common import checkpoints
+from experiments.common import files
+
+State = Any
+Row = Dict[str, Any]
+
+
+class NonFiniteError(FloatingPointError):
+  """A training step made the parameters NaN or infinite."""
+
+
+def run(run_dir: str, *, state: State, total_steps: int,
+        train_step: Callable[[State, int], Tuple[State, jax.Array]],
+        measure: Callable[[State, int], Row],
+        measure_steps: Set[int], checkpoint_every: int,
+        on_step: Optional[Callable[[int], None]] = None,
+        log: Optional[Callable[[Row], None]] = None) -> List[Row]:
+  """Runs steps [resumed step, total_steps]; returns every metric row.
+
+  Args:
+    run_dir: holds metrics.jsonl and checkpoints/ (resumed if present).
+    state: the initial state (a pytree of arrays).
+    total_steps: the number of training steps.
+    train_step: `train_step(state, step) -> (state, finite)`, `finite` a
+      device bool (are the new params finite?).
+    measure: `measure(state, step) -> row`; the loop adds 'step' and
+      'seconds' (elapsed run time, across restarts) to the row.
+    measure_steps: the steps at which to measure (before that step's update).
+    checkpoint_every: save every this many steps.
+    on_step: called first at each step (tests simulate crashes with it).
+    log: called with each new row.
+
+  Returns:
+    All rows of the run, the resumed ones included.
+
+  Raises:
+    NonFiniteError: a step made the params non-finite; the checkpoints saved
+      before it are kept.
+  """
+  if checkpoint_every <= 0:
+    raise ValueError(f'checkpoint_every: got {checkpoint_every}; pass a '
+                     'positive number of steps.')
+  os.makedirs(run_dir, exist_ok=True)
+  metrics_path = os.path.join(run_dir, 'metrics.jsonl')
+  mgr = checkpoints.manager(os.path.join(run_dir, 'checkpoints'))
+  try:
+    start, saved = checkpoints.restore_newest(
+        mgr, {'state': state, 'elapsed_seconds': np.zeros((), np.float64)},
+        os.path.join(run_dir, 'corrupt_checkpoints'))
+    start, state = start or 0, saved['state']
+    rows = files.truncate_after(metrics_path, start - 1)
+    clock = _Clock(float(saved['elapsed_seconds']))
+    unchecked: List[Tuple[int, jax.Array]] = []
+    for step in range(start, total_steps + 1):
+      if on_step is not None:
+        on_step(step)
+      measuring = step in measure_steps
+      saving = step > start and step % checkpoint_every == 0
+      if measuring or saving or step == total_steps:
+        _check_finite(unchecked, mgr.latest_step())
+        unchecked = []
+      if measuring:
+        row = {'step': step, **measure(state, step), 'seconds': clock()}
+        files.append_row(metrics_path, row)
+        rows.append(row)
+        if log is not None:
+          log(row)
+      if saving:
+        checkpoints.save(mgr, step, {
+            'state': state,
+            'elapsed_seconds': np.asarray(clock(), np.float64)})
+      if step == total_steps:
+        break
+      state, finite = train_step(state, step)
+      unchecked.append((step, finite))
+  finally:
+    mgr.close()
+  return rows
+
+
+class _Clock:
+  """Seconds of run time: those restored plus those since construction."""
+
+  def __init__(self, before: float):
+    self._before, self._started = before, time.time()
+
+  def __call__(self) -> float:
+    return self._before + time.time() - self._started
+
+
+def _check_finite(unchecked: List[Tuple[int, jax.Array]],
+                  last_checkpoint: Optional[int]) -> None:
+  """Raises NonFiniteError at the first step whose flag is False."""
+  if not unchecked:
+    return
+  finite = jax.device_get([f for _, f in unchecked])
+  for (step, _), ok in zip(unchecked, finite):
+    if not ok:
+      kept = ('no checkpoint was saved yet' if last_checkpoint is None
+              else f'the newest checkpoint (step {last_checkpoint}) is kept')
+      raise NonFiniteError(
+          f'step {step}: the parameters became NaN or infinite in this '
+          f'training step; nothing after it was measured or checkpointed and '
+          f'{kept}. Lower config.train.learning_rate (or check the data).')

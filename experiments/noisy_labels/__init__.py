@@ -1,0 +1,1 @@
+"""Noisy labels: does robust aggregation block the memorization of corrupt labels?"""

@@ -1,0 +1,1 @@
+"""Real versus random labels: m-coherence of per-example gradients over training."""

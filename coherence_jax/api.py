@@ -90,9 +90,11 @@ per_example_sq_norms = _doc_note(_jit_with_probe(
 per_group_grads = _doc_note(_jit_with_probe(
     vmap_grads.per_group_grads, ('loss_fn', 'num_groups', 'axis_name')))
 winsorized_mean_grad = _doc_note(_jit_with_probe(
-    streaming.winsorized_mean_grad, ('loss_fn', 'c', 'microbatch_size')))
+    streaming.winsorized_mean_grad,
+    ('loss_fn', 'c', 'microbatch_size', 'axis_name')))
 trimmed_mean_grad = _doc_note(_jit_with_probe(
-    streaming.trimmed_mean_grad, ('loss_fn', 'c', 'microbatch_size')))
+    streaming.trimmed_mean_grad,
+    ('loss_fn', 'c', 'microbatch_size', 'axis_name')))
 
 __all__ = ['CoherenceStats', 'coherence_stats', 'per_example_grads',
            'per_example_sq_norms', 'per_group_grads',

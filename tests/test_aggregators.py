@@ -252,8 +252,9 @@ def test_bad_input_raises():
     tx.update({'w': jnp.zeros(())}, tx.init({'w': jnp.zeros(())}))
   with pytest.raises(ValueError, match='params: winsorized_mean.init'):
     tx.init(None)
-  with pytest.raises(NotImplementedError, match='axis_name'):
-    aggregators.coordinate_median(axis_name='data')
+  median = aggregators.coordinate_median(axis_name='data')
+  with pytest.raises(ValueError, match='not an axis'):  # outside shard_map
+    median.update(tree, median.init(jax.tree.map(lambda x: x[0], tree)))
   with pytest.raises(ValueError, match='window'):
     aggregators.rolling_median(0)
 

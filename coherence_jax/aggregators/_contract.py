@@ -161,13 +161,17 @@ def check_not_under_apply_if_finite(name: str) -> None:
 
 def per_example_aggregator(
     name: str, reduce_fn: Callable[[jax.Array], jax.Array],
-    check_size: Callable[[int], None]) -> optax.GradientTransformation:
+    check_size: Callable[[int], None], *,
+    whole_tree: bool = False) -> optax.GradientTransformation:
   """An `Aggregator` reducing the leading axis of every (checked) leaf.
 
   Args:
     name: the public name, used in errors.
-    reduce_fn: maps one leaf [B, ...] (array or LazyRows) to [...].
+    reduce_fn: maps one leaf [B, ...] (array or LazyRows) to [...]; with
+      `whole_tree`, maps the whole updates pytree to the params-shaped one
+      (cross-device reductions batch their collectives over the leaves).
     check_size: raises a ValueError when B does not suit the aggregator.
+    whole_tree: whether `reduce_fn` takes the whole pytree.
 
   Returns:
     An `Aggregator` (a `GradientTransformationExtraArgs`): init records the
@@ -181,6 +185,8 @@ def per_example_aggregator(
     del params, extra_args
     check_not_under_apply_if_finite(name)
     check_size(check_updates(updates, state, name))
+    if whole_tree:
+      return reduce_fn(updates), state
     return jax.tree.map(reduce_fn, updates, is_leaf=order_stats.is_lazy), state
 
   return Aggregator(init_fn, update_fn)

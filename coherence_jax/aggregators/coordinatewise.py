@@ -47,32 +47,52 @@ Wrapping the aggregator itself, `optax.apply_if_finite(optax.chain(
 winsorized_mean(1), ...))`, cannot work (its skip branch returns zeros shaped
 like the per-example input) and raises a ValueError that says so.
 
-`axis_name` is reserved for exact cross-device versions (the `Extremes`
-summaries of order_stats.py merge exactly across shards); today a non-None
-value raises NotImplementedError.
-"""
+Across devices: with `axis_name`, inside `jax.shard_map` with the batch
+sharded over that mesh axis (or inside `jax.pmap`), each device passes its
+LOCAL per-example updates [b, ...] and every device gets the exact
+single-device result on the global batch of B = b * D examples in device
+order (device d holds rows d*b .. (d+1)*b - 1). Only summaries travel (details
+and volumes in across_devices.py): winsorized / trimmed means gather the
+c+1 largest and smallest values per coordinate, 2(c+1) * D * P values, then
+psum P (trimmed: 3P) values, instead of B * P for gathering the per-example
+updates. The result is invariant over the axis (`out_specs=P()`):
 
-from typing import Optional
+    >>> mesh = jax.make_mesh((8,), ('data',))
+    >>> tx = winsorized_mean(2, axis_name='data')
+    >>> def step(grads):                   # grads: [B / 8, *param.shape]
+    ...   return tx.update(grads, tx.init(params), params)[0]
+    >>> update = jax.shard_map(step, mesh=mesh, in_specs=P('data'),
+    ...                        out_specs=P())(sharded_per_example_grads)
+"""
 
 import optax
 
 from coherence_jax import _checks
+from coherence_jax import mesh_axes
 from coherence_jax.aggregators import _contract
+from coherence_jax.aggregators import across_devices
 from coherence_jax.aggregators import order_stats
 
 
 PerExampleAggregateState = _contract.PerExampleAggregateState
 
 
-def _check_axis_name(axis_name):
-  if axis_name is not None:
-    raise NotImplementedError(
-        f'axis_name={axis_name!r}: cross-device aggregation is not implemented '
-        'yet; pass axis_name=None and all-gather the per-example gradients.')
+def _across(name, axis_name, reduce_tree, check_global_size):
+  """The transform reducing the whole updates pytree across `axis_name`.
+
+  `check_global_size(B, b)` gets the global and the local batch sizes (the
+  axis is checked to be bound first: a clear ValueError otherwise).
+  """
+
+  def check(size):
+    check_global_size(size * across_devices.num_devices(axis_name), size)
+
+  return _contract.per_example_aggregator(name, reduce_tree, check,
+                                         whole_tree=True)
 
 
 def winsorized_mean(c: int,
-                    axis_name: Optional[str] = None
+                    axis_name: mesh_axes.AxisName = None
                     ) -> optax.GradientTransformation:
   """Winsorized mean over the leading (example) axis, coordinate-wise.
 
@@ -90,18 +110,26 @@ def winsorized_mean(c: int,
 
   Args:
     c: number of values clipped at each end, per coordinate.
-    axis_name: reserved for multi-device use; must be None for now.
+    axis_name: None on one device. Inside `jax.shard_map` / `jax.pmap`, the
+      mesh axis (or tuple of axes) the batch is sharded over: each device
+      passes its local updates [b, ...] and gets the winsorized mean of the
+      global batch (B = b * D, 2c + 1 <= B). Communication per step: an
+      all_gather of the c+1 largest and c+1 smallest local values per
+      coordinate, 2(c+1) * D * P values received, and a psum of P values
+      (P = number of params), versus B * P to gather the per-example updates.
   Returns:
     An `Aggregator` (a `GradientTransformationExtraArgs`): `init(params)`
     records the param shapes; `update(updates, state, params=None)` takes
     updates shaped [B, *param.shape] and returns params-shaped updates.
   """
   return _order_statistic_transform('winsorized_mean', c, axis_name,
-                                    order_stats.winsorized_mean)
+                                    order_stats.winsorized_mean,
+                                    across_devices.winsorized_mean)
 
 
 def trimmed_mean(c: int,
-                 axis_name: Optional[str] = None) -> optax.GradientTransformation:
+                 axis_name: mesh_axes.AxisName = None
+                 ) -> optax.GradientTransformation:
   """Trimmed mean over the leading axis: mean of x_(c+1), ..., x_(B-c).
 
   Example:
@@ -109,20 +137,32 @@ def trimmed_mean(c: int,
 
   Args:
     c: number of values dropped at each end, per coordinate (2c + 1 <= B).
-    axis_name: reserved for multi-device use; must be None for now.
+    axis_name: None on one device. Inside `jax.shard_map` / `jax.pmap`, the
+      mesh axis (or axes) the batch is sharded over: each device passes its
+      local updates [b, ...] and gets the trimmed mean of the global batch
+      (B = b * D). Communication per step: an all_gather of 2(c+1) * D * P
+      values (the local extremes), then a psum of the sums strictly inside
+      the global bounds and two int32 tie counts (3P values), versus B * P to
+      gather the per-example updates.
   Returns:
     An `Aggregator` (a `GradientTransformationExtraArgs`): `init(params)`
     records the param shapes; `update(updates, state, params=None)` takes
     updates shaped [B, *param.shape] and returns params-shaped updates.
   """
   return _order_statistic_transform('trimmed_mean', c, axis_name,
-                                    order_stats.trimmed_mean)
+                                    order_stats.trimmed_mean,
+                                    across_devices.trimmed_mean)
 
 
-def _order_statistic_transform(name, c, axis_name, reduce_fn):
+def _order_statistic_transform(name, c, axis_name, reduce_fn, reduce_across):
   """A per-example transform reducing each leaf with reduce_fn(x, c)."""
   _checks.check_c(c, name)
-  _check_axis_name(axis_name)
+  across_devices.check_axis_name_type(axis_name, name)
+  if axis_name is not None:
+    return _across(
+        name, axis_name, lambda u: reduce_across(u, c, axis_name),
+        lambda _, local: across_devices.check_c_fits(c, local, axis_name,
+                                                     name))
 
   def check(size):
     _checks.check_c_fits(c, size, name)
@@ -132,7 +172,7 @@ def _order_statistic_transform(name, c, axis_name, reduce_fn):
 
 
 def median_of_means(num_groups: int,
-                    axis_name: Optional[str] = None
+                    axis_name: mesh_axes.AxisName = None
                     ) -> optax.GradientTransformation:
   """Splits the B examples into contiguous equal groups; median of group means.
 
@@ -145,7 +185,13 @@ def median_of_means(num_groups: int,
 
   Args:
     num_groups: number of groups; must divide B.
-    axis_name: reserved for multi-device use; must be None for now.
+    axis_name: None on one device. Inside `jax.shard_map` / `jax.pmap`, the
+      mesh axis (or axes) the batch is sharded over: the groups are
+      contiguous groups of the GLOBAL batch (device d holds rows
+      d*b .. (d+1)*b - 1), so the result equals one device's on that batch.
+      Communication: each device's sums over chunks of gcd(b, B/k) rows are
+      gathered, B/gcd(b, B/k) * P values (k * P when each device holds whole
+      groups, D * P when each group spans whole devices); k = 1: a psum of P.
   Returns:
     An `Aggregator` (a `GradientTransformationExtraArgs`): `init(params)`
     records the param shapes; `update(updates, state, params=None)` takes
@@ -155,13 +201,22 @@ def median_of_means(num_groups: int,
       or num_groups <= 0):
     raise ValueError(
         f'median_of_means: num_groups must be a positive int, got {num_groups!r}.')
-  _check_axis_name(axis_name)
+  across_devices.check_axis_name_type(axis_name, 'median_of_means')
 
-  def check(size):
+  def check(size, local=None):
     if size % num_groups:
+      where = (f' (the global batch: {local} examples per device x '
+               f'{size // local} devices along axis_name={axis_name!r})'
+               if local is not None else '')
       raise ValueError(
-          f'median_of_means: num_groups={num_groups} does not divide B={size}; '
-          'pass a num_groups that splits the batch into equal groups.')
+          f'median_of_means: num_groups={num_groups} does not divide B={size}'
+          f'{where}; pass a num_groups that splits the batch into equal '
+          'groups.')
+
+  if axis_name is not None:
+    return _across('median_of_means', axis_name,
+                   lambda u: across_devices.median_of_means(u, num_groups,
+                                                            axis_name), check)
 
   def reduce(x):
     if num_groups == 1:
@@ -171,7 +226,7 @@ def median_of_means(num_groups: int,
   return _contract.per_example_aggregator('median_of_means', reduce, check)
 
 
-def coordinate_median(axis_name: Optional[str] = None
+def coordinate_median(axis_name: mesh_axes.AxisName = None
                       ) -> optax.GradientTransformation:
   """Coordinate-wise median along the leading axis (numpy convention).
 
@@ -186,13 +241,21 @@ def coordinate_median(axis_name: Optional[str] = None
     (10,)
 
   Args:
-    axis_name: reserved for multi-device use; must be None for now.
+    axis_name: None on one device. Inside `jax.shard_map` / `jax.pmap`, the
+      mesh axis (or axes) the rows are sharded over: the median of all
+      devices' rows (in device order). Communication: one all_gather of the
+      rows, n * P values for n rows in all, so feed it few rows (e.g.
+      `per_group_grads(..., axis_name=...)`); `OuterRows` travel as factors.
   Returns:
     An `Aggregator` (a `GradientTransformationExtraArgs`): `init(params)`
     records the param shapes; `update(updates, state, params=None)` takes
     updates shaped [B, *param.shape] and returns params-shaped updates.
   """
-  _check_axis_name(axis_name)
+  across_devices.check_axis_name_type(axis_name, 'coordinate_median')
+  if axis_name is not None:
+    return _across('coordinate_median', axis_name,
+                   lambda u: across_devices.median(u, axis_name),
+                   lambda size, local: None)
   return _contract.per_example_aggregator('coordinate_median',
                                          order_stats.median, lambda size: None)
 

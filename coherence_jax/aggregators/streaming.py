@@ -15,14 +15,26 @@ from `factored_dense.factored_grads`: Dense-layer kernels stay as factors
 and each example's outer product is formed inside the fused selection loop.
 With B <= microbatch_size and B <= order_stats.MAX_UNROLLED_ROWS, one pass and
 the single fused network of `order_stats.winsorized_mean` are used instead.
+
+With `axis_name` (inside `jax.shard_map` with the batch sharded over that mesh
+axis, or inside `jax.pmap`) each device streams its local examples: its bounds
+registers are all-gathered and merged into the global bounds (2(c+1) * D * P
+values received), the locally clipped sums are psum-ed (P values; trimmed: the
+strict-middle sums and two int32 tie counts, 3P), and every device returns the
+single-device result on the global batch (device d holds rows d*b .. (d+1)*b-1;
+B = b * D), invariant over the axis. Passing a sharded batch inside
+`jax.shard_map` without `axis_name` is a ValueError (the gradients with respect
+to the replicated params would come back summed over devices).
 """
 
 import jax
 import jax.numpy as jnp
 
 from coherence_jax import _checks
+from coherence_jax import mesh_axes
 from coherence_jax import microbatch
 from coherence_jax._tree import PyTree
+from coherence_jax.aggregators import across_devices
 from coherence_jax.aggregators import factored_dense
 from coherence_jax.aggregators import order_stats
 
@@ -35,21 +47,45 @@ def _check(name, c, size, microbatch_size):
   _checks.check_microbatch_size(microbatch_size)
 
 
+def _setup(name, loss_fn, params, batch, c, microbatch_size, axis_name):
+  """Checks the arguments; returns (params cast for local grads, B_local, B).
+
+  With `axis_name`, B = B_local * D over the devices along the axis and the
+  params are cast to vary over it, so each device's gradients are its own
+  examples' (not summed over devices). A batch sharded inside
+  `jax.shard_map` without `axis_name` is an error (see
+  `mesh_axes.check_axis_name`).
+  """
+  local = _checks.check_per_example_loss(loss_fn, params, batch)
+  _checks.check_c(c, name)
+  across_devices.check_axis_name_type(axis_name, name)
+  mesh_axes.check_axis_name(axis_name, batch)
+  size = local
+  if axis_name is not None:
+    size = across_devices.check_c_fits(c, local, axis_name, name)
+  _check(name, c, size, microbatch_size)
+  return mesh_axes.as_varying(params, axis_name), local, size
+
+
 def _over_microbatches(loss_fn, params, batch, microbatch_size, carry, fold):
-  """Folds fold(carry, grads) over the micro-batches' factored grads."""
+  """Folds fold(carry, grads) over the micro-batches' factored grads.
+
+  The carry is cast to vary like the params (inside `jax.shard_map` with
+  `axis_name`, the scan's carry type must not change).
+  """
   return microbatch.microbatched(
       lambda acc, chunk: fold(
           acc, factored_dense.factored_grads(loss_fn, params, chunk)),
-      batch, microbatch_size, combine='fold', init=carry)
+      batch, microbatch_size, combine='fold',
+      init=order_stats.vary_like(carry, params))
 
 
 def _leaf_map(fn, *trees):
   return jax.tree.map(fn, *trees, is_leaf=order_stats.is_lazy)
 
 
-def streamed_bounds(loss_fn, params: PyTree, batch: PyTree, c: int,
-                    microbatch_size: int) -> PyTree:
-  """Per leaf (x_(c+1), x_(B-c)) of the per-example gradients; traceable."""
+def _streamed_registers(loss_fn, params, batch, c, microbatch_size):
+  """Per leaf the threshold registers (c+1 largest, c+1 smallest)."""
   init = jax.tree.map(
       lambda p: order_stats.threshold_init(jnp.shape(p), jnp.result_type(p), c),
       params)
@@ -57,8 +93,25 @@ def streamed_bounds(loss_fn, params: PyTree, batch: PyTree, c: int,
     return jax.tree.map(lambda _, r, g: order_stats.threshold_fold(r, g),
                         params, regs, grads)
 
-  regs = _over_microbatches(loss_fn, params, batch, microbatch_size, init, fold)
-  return jax.tree.map(lambda _, r: order_stats.thresholds_from(r), params, regs)
+  return _over_microbatches(loss_fn, params, batch, microbatch_size, init, fold)
+
+
+def streamed_bounds(loss_fn, params: PyTree, batch: PyTree, c: int,
+                    microbatch_size: int,
+                    axis_name: mesh_axes.AxisName = None) -> PyTree:
+  """Per leaf (x_(c+1), x_(B-c)) of the per-example gradients; traceable.
+
+  With `axis_name` (params already cast to vary over it), the bounds of the
+  global batch: each device's registers are gathered and merged (2(c+1) * D
+  values per coordinate), invariant over the axis.
+  """
+  regs = _streamed_registers(loss_fn, params, batch, c, microbatch_size)
+  if axis_name is None:
+    return jax.tree.map(lambda _, r: order_stats.thresholds_from(r), params,
+                        regs)
+  extremes = jax.tree.map(lambda _, r: (jnp.stack(r[0]), jnp.stack(r[1])),
+                          params, regs)
+  return across_devices.global_bounds(params, extremes, c, axis_name)
 
 
 def _one_pass(reduce_fn, loss_fn, params, batch):
@@ -70,11 +123,38 @@ def _small(size, microbatch_size):
   return size <= min(microbatch_size, order_stats.MAX_UNROLLED_ROWS)
 
 
+def _psum(tree, axis_name):
+  return tree if axis_name is None else jax.lax.psum(tree, axis_name)
+
+
+def _split(params, bounds):
+  return (jax.tree.map(lambda _, b: b[0], params, bounds),
+          jax.tree.map(lambda _, b: b[1], params, bounds))
+
+
 def winsorized_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
-                         microbatch_size: int) -> PyTree:
+                         microbatch_size: int,
+                         axis_name: mesh_axes.AxisName = None) -> PyTree:
   """Winsorized mean of the per-example gradients, in bounded memory.
 
   Equals `winsorized_mean(c)` over `per_example_grads(loss_fn, params, batch)`.
+
+  Args:
+    loss_fn: `loss_fn(params, batch) -> [B]` per-example losses.
+    params: pytree of float arrays.
+    batch: pytree of arrays with a shared leading example axis.
+    c: values clipped at each end, per coordinate (2c + 1 <= B).
+    microbatch_size: examples whose gradients are formed at once.
+    axis_name: None on one device. Inside `jax.shard_map` / `jax.pmap` with
+      the batch sharded over a mesh axis (or axes), that axis: each device
+      streams its local examples into bounds registers, the registers are
+      all-gathered and merged into the global bounds (2(c+1) * D * P values
+      received) and the locally clipped sums are psum-ed (P values). The
+      result is the single-device one on the global batch (B = b * D, in
+      device order), invariant over the axis.
+
+  Returns:
+    Params-shaped gradients.
 
   Example:
     >>> loss_fn = lambda w, b: (b['x'] @ w - b['y']) ** 2
@@ -83,50 +163,71 @@ def winsorized_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
     ...                      microbatch_size=4).shape
     (3,)
   """
-  size = _checks.check_per_example_loss(loss_fn, params, batch)
-  _check('winsorized_mean_grad', c, size, microbatch_size)
+  params, local, size = _setup('winsorized_mean_grad', loss_fn, params, batch,
+                               c, microbatch_size, axis_name)
+  if axis_name is not None and _small(local, microbatch_size):
+    return across_devices.winsorized_mean(
+        factored_dense.factored_grads(loss_fn, params, batch), c, axis_name)
   if _small(size, microbatch_size):
     return _one_pass(lambda g: order_stats.winsorized_mean(g, c), loss_fn,
                      params, batch)
   zeros = jax.tree.map(jnp.zeros_like, params)
   if c == 0:
-    return jax.tree.map(lambda s: s / size, _over_microbatches(
+    total = _over_microbatches(
         loss_fn, params, batch, microbatch_size, zeros,
         lambda acc, g: jax.tree.map(
-            lambda a, x: a + order_stats.mean(x) * x.shape[0], acc, g)))
-  bounds = streamed_bounds(loss_fn, params, batch, c, microbatch_size)
-  lo = jax.tree.map(lambda _, b: b[0], params, bounds)
-  hi = jax.tree.map(lambda _, b: b[1], params, bounds)
+            lambda a, x: a + order_stats.sum_rows(x), acc, g,
+            is_leaf=order_stats.is_lazy))
+    return jax.tree.map(lambda s: s / size, _psum(total, axis_name))
+  lo, hi = _split(params, streamed_bounds(loss_fn, params, batch, c,
+                                          microbatch_size, axis_name))
 
   def fold(acc, grads):
     return jax.tree.map(order_stats.clipped_sum_fold, acc, grads, lo, hi)
 
   total = _over_microbatches(loss_fn, params, batch, microbatch_size, zeros,
                              fold)
-  return jax.tree.map(lambda s: s / size, total)
+  return jax.tree.map(lambda s: s / size, _psum(total, axis_name))
 
 
 def trimmed_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
-                      microbatch_size: int) -> PyTree:
+                      microbatch_size: int,
+                      axis_name: mesh_axes.AxisName = None) -> PyTree:
   """Trimmed mean of the per-example gradients, in bounded memory.
 
   Equals `trimmed_mean(c)` over `per_example_grads(loss_fn, params, batch)`.
+
+  Args:
+    loss_fn: `loss_fn(params, batch) -> [B]` per-example losses.
+    params: pytree of float arrays.
+    batch: pytree of arrays with a shared leading example axis.
+    c: values dropped at each end, per coordinate (2c + 1 <= B).
+    microbatch_size: examples whose gradients are formed at once.
+    axis_name: as in `winsorized_mean_grad`; the psum carries the sums
+      strictly inside the global bounds and two int32 tie counts (3P values).
+
+  Returns:
+    Params-shaped gradients.
 
   Example:
     >>> g = trimmed_mean_grad(loss_fn, params, batch, c=2, microbatch_size=8)
     >>> g['layers'][0]['kernel'].shape
     (784, 32)
   """
-  size = _checks.check_per_example_loss(loss_fn, params, batch)
-  _check('trimmed_mean_grad', c, size, microbatch_size)
-  if c == 0 or _small(size, microbatch_size):
+  params, local, size = _setup('trimmed_mean_grad', loss_fn, params, batch,
+                               c, microbatch_size, axis_name)
+  if axis_name is not None and _small(local, microbatch_size):
+    return across_devices.trimmed_mean(
+        factored_dense.factored_grads(loss_fn, params, batch), c, axis_name)
+  if _small(size, microbatch_size):
     return _one_pass(lambda g: order_stats.trimmed_mean(g, c), loss_fn,
-                     params, batch) if _small(size, microbatch_size) else (
-                         winsorized_mean_grad(loss_fn, params, batch, c=0,
-                                              microbatch_size=microbatch_size))
-  bounds = streamed_bounds(loss_fn, params, batch, c, microbatch_size)
-  lo = jax.tree.map(lambda _, b: b[0], params, bounds)
-  hi = jax.tree.map(lambda _, b: b[1], params, bounds)
+                     params, batch)
+  if c == 0:
+    return winsorized_mean_grad(loss_fn, params, batch, c=0,
+                                microbatch_size=microbatch_size,
+                                axis_name=axis_name)
+  lo, hi = _split(params, streamed_bounds(loss_fn, params, batch, c,
+                                          microbatch_size, axis_name))
   init = jax.tree.map(
       lambda p: order_stats.strict_middle_init(jnp.shape(p), jnp.result_type(p)),
       params)
@@ -135,7 +236,8 @@ def trimmed_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
     return jax.tree.map(lambda _, a, g, l, h: order_stats.strict_middle_fold(
         a, g, l, h), params, acc, grads, lo, hi)
 
-  acc = _over_microbatches(loss_fn, params, batch, microbatch_size, init, fold)
+  acc = _psum(_over_microbatches(loss_fn, params, batch, microbatch_size, init,
+                                 fold), axis_name)
   return jax.tree.map(
       lambda _, a, l, h: order_stats.trimmed_from_middle(a, l, h, size, c),
       params, acc, lo, hi)

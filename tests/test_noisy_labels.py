@@ -22,11 +22,20 @@ def _never(step):
   raise AssertionError(f'a finished run trained again (step {step})')
 
 
+def tiny_config():
+  """The tiny config on one device: the 8 simulated devices of the test run
+  make the per-example aggregators ~5x slower per step on 2 CPU cores, and
+  the data-parallel path is covered by tests/test_data_parallel.py."""
+  config = tiny.get_config()
+  config.mesh.data = 1
+  return config
+
+
 @pytest.fixture(scope='module')
 def finished(tmp_path_factory):
   """A finished tiny sweep: (config, workdir, summary)."""
   workdir = str(tmp_path_factory.mktemp('noisy'))
-  config = tiny.get_config()
+  config = tiny_config()
   return config, workdir, train.train_and_evaluate(config, workdir)
 
 
@@ -82,13 +91,13 @@ def test_corruption_is_saved_with_its_fractions(finished):
 def test_finished_sweep_is_not_trained_again_and_refuses_changes(finished):
   config, workdir, summary = finished
   assert train.train_and_evaluate(config, workdir, on_step=_never) == summary
-  changed = tiny.get_config()
+  changed = tiny_config()
   changed.aggregators = ('mean', 'winsorized:2')
   with pytest.raises(ValueError, match=r"aggregators: \['mean', 'winsorized:4'"
                      r"\] -> \['mean', 'winsorized:2'\]"):
     train.train_and_evaluate(changed, workdir, on_step=_never)
   # Even when changes are allowed, the saved corruption cannot be redrawn.
-  changed = tiny.get_config()
+  changed = tiny_config()
   changed.noise.p = 0.3
   changed.allow_config_change = True
   with pytest.raises(ValueError, match='p=0.5, seed=1: pass a new --workdir'):
@@ -98,7 +107,7 @@ def test_finished_sweep_is_not_trained_again_and_refuses_changes(finished):
 @pytest.mark.slow
 def test_crashed_sweep_resumes_to_the_same_rows(tmp_path):
   """Aggregator states (rm3's buffer of past gradients) survive a restart."""
-  config = tiny.get_config()
+  config = tiny_config()
   config.train.epochs = 2
   config.aggregators = ('winsorized:4', 'rm3')
   train.train_and_evaluate(config, str(tmp_path / 'a'))
@@ -129,7 +138,7 @@ def test_crashed_sweep_resumes_to_the_same_rows(tmp_path):
 def test_winsorized_memorizes_less_than_mean_when_mean_memorizes(tmp_path):
   """784-256-10, 15 epochs at lr 0.2: mean starts to fit the noisy labels
   (corrupt accuracy 0.13 at the end), winsorized:4 about half as much (0.06)."""
-  config = tiny.get_config()
+  config = tiny_config()
   config.model.widths = (784, 256, 10)
   config.train.epochs = 15
   config.train.learning_rate = 0.2
@@ -156,7 +165,7 @@ def test_winsorized_memorizes_less_than_mean_when_mean_memorizes(tmp_path):
 ])
 def test_bad_config_is_refused_before_anything_is_written(tmp_path, field,
                                                           value, match):
-  config = tiny.get_config()
+  config = tiny_config()
   parent, _, name = field.rpartition('.')
   (config[parent] if parent else config)[name] = value
   workdir = tmp_path / 'run'

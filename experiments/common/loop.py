@@ -32,7 +32,9 @@ def run(run_dir: str, *, state: State, total_steps: int,
         measure: Callable[[State, int], Row],
         measure_steps: Set[int], checkpoint_every: int,
         on_step: Optional[Callable[[int], None]] = None,
-        log: Optional[Callable[[Row], None]] = None) -> List[Row]:
+        log: Optional[Callable[[Row], None]] = None,
+        place: Optional[Callable[[State], State]] = None,
+        writer: bool = True) -> List[Row]:
   """Runs steps [resumed step, total_steps]; returns every metric row.
 
   Args:
@@ -47,6 +49,11 @@ def run(run_dir: str, *, state: State, total_steps: int,
     checkpoint_every: save every this many steps.
     on_step: called first at each step (tests simulate crashes with it).
     log: called with each new row.
+    place: applied to the state after a checkpoint is restored (e.g.
+      replicate it over the mesh).
+    writer: False in every process but process 0 of a multi-process run:
+      metrics.jsonl is read (resume) but not written; checkpoints are saved
+      by every process together (orbax coordinates them).
 
   Returns:
     All rows of the run, the resumed ones included.
@@ -58,7 +65,7 @@ def run(run_dir: str, *, state: State, total_steps: int,
   if checkpoint_every <= 0:
     raise ValueError(f'checkpoint_every: got {checkpoint_every}; pass a '
                      'positive number of steps.')
-  os.makedirs(run_dir, exist_ok=True)
+  os.makedirs(run_dir, exist_ok=True)  # every process: orbax needs it
   metrics_path = os.path.join(run_dir, 'metrics.jsonl')
   mgr = checkpoints.manager(os.path.join(run_dir, 'checkpoints'))
   try:
@@ -66,7 +73,12 @@ def run(run_dir: str, *, state: State, total_steps: int,
         mgr, {'state': state, 'elapsed_seconds': np.zeros((), np.float64)},
         os.path.join(run_dir, 'corrupt_checkpoints'))
     start, state = start or 0, saved['state']
-    rows = files.truncate_after(metrics_path, start - 1)
+    if start and place is not None:
+      state = place(state)
+    if writer:
+      rows = files.truncate_after(metrics_path, start - 1)
+    else:
+      rows = [r for r in files.read_rows(metrics_path) if r['step'] < start]
     clock = _Clock(float(saved['elapsed_seconds']))
     unchecked: List[Tuple[int, jax.Array]] = []
     for step in range(start, total_steps + 1):
@@ -79,7 +91,8 @@ def run(run_dir: str, *, state: State, total_steps: int,
         unchecked = []
       if measuring:
         row = {'step': step, **measure(state, step), 'seconds': clock()}
-        files.append_row(metrics_path, row)
+        if writer:
+          files.append_row(metrics_path, row)
         rows.append(row)
         if log is not None:
           log(row)

@@ -20,6 +20,9 @@ from experiments.common import files
 
 FILENAME = 'config.json'
 OVERRIDE = 'allow_config_change'
+# Fields that change where a run computes, not what: a run may resume on
+# another number of devices (results equal up to float32 summation order).
+PLACEMENT_PREFIXES = ('mesh.',)
 
 
 def flatten(tree: Any, prefix: str = '') -> Dict[str, Any]:
@@ -42,21 +45,27 @@ def _as_json(config: ml_collections.ConfigDict) -> Dict[str, Any]:
 
 
 def differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
-  """'name: old -> new' for every dotted field that differs (`OVERRIDE` aside)."""
+  """'name: old -> new' for every dotted field that differs.
+
+  `OVERRIDE` and the placement fields (config.mesh.*) are not compared.
+  """
   old, new = flatten(old), flatten(new)
-  names = sorted((set(old) | set(new)) - {OVERRIDE})
+  names = sorted(n for n in (set(old) | set(new)) - {OVERRIDE}
+                 if not n.startswith(PLACEMENT_PREFIXES))
   missing = '<absent>'
   return [f'{name}: {old.get(name, missing)!r} -> {new.get(name, missing)!r}'
           for name in names if old.get(name, missing) != new.get(name, missing)]
 
 
-def check_and_save(config: ml_collections.ConfigDict, workdir: str) -> None:
+def check_and_save(config: ml_collections.ConfigDict, workdir: str,
+                   writer: bool = True) -> None:
   """Saves `workdir/config.json` the first time; refuses a changed config.
 
   Args:
     config: the run's config; `config.allow_config_change` (default False)
       lets a run continue under a changed config.
     workdir: the experiment's output directory (created if needed).
+    writer: False in processes other than 0: check, never write.
 
   Raises:
     ValueError: workdir/config.json differs from `config`; lists the fields.
@@ -77,4 +86,5 @@ def check_and_save(config: ml_collections.ConfigDict, workdir: str) -> None:
     logging.warning('%s: continuing under a changed config (%s=True):\n  %s',
                     workdir, OVERRIDE, listing)
   os.makedirs(workdir, exist_ok=True)
-  files.write_json(path, new)
+  if writer:
+    files.write_json(path, new)

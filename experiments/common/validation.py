@@ -68,6 +68,20 @@ def check_common(config: ml_collections.ConfigDict, train_size: int,
   check(_is_int(batch_size) and 1 <= batch_size <= train_size,
         'train.batch_size', batch_size,
         f'pass 1..{train_size} (the training set size)')
+  check_mesh(config)
+
+
+def check_mesh(config: ml_collections.ConfigDict) -> None:
+  """config.mesh.data: -1 (every device) or 1..jax.device_count()."""
+  import jax  # pylint: disable=g-import-not-at-top
+  mesh = config.get('mesh')
+  value = None if mesh is None else mesh.get('data')
+  total = jax.device_count()
+  check(_is_int(value) and (value == -1 or 1 <= value <= total), 'mesh.data',
+        value, f'pass -1 (every device) or 1..{total} (devices of the '
+        "'data' axis)")
+  check(jax.process_count() == 1 or value in (-1, total), 'mesh.data', value,
+        f'pass -1: all {jax.process_count()} processes must take part')
 
 
 def check_sample_size(config: ml_collections.ConfigDict, field: str,

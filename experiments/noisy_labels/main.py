@@ -7,6 +7,11 @@ r"""Noisy labels: does robust aggregation block memorization? (ICLR 2020 §5)
 Writes <workdir>/<aggregator>/metrics.jsonl, summary.json, noisy_labels.png,
 table.md and the corruption masks (corruption.npz, corruption.json). A crashed
 run resumes from its checkpoints when started again.
+
+Several processes (one per host, or N on one machine for testing; see
+launch/): add --coordinator_address=HOST:PORT --num_processes=N
+--process_id=I, or --distributed=auto where the environment provides them
+(Cloud TPU VM, SLURM). Only process 0 writes files.
 """
 
 import os
@@ -16,6 +21,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from experiments.common import distributed
+
 from experiments.noisy_labels import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -23,12 +30,14 @@ _CONFIG = config_flags.DEFINE_config_file(
     'Experiment config file; override fields with --config.<field>=value.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.',
                                required=True)
+distributed.define_flags()
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  distributed.initialize_from_flags()  # before any JAX computation
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -5,7 +5,10 @@ repeated). Tracked: accuracy on pristine train examples, on corrupt train
 examples w.r.t. their noisy labels (memorization), on the test set, and the
 m-coherence of fixed pristine and corrupt samples. The workdir gets
 config.json, corruption.npz / corruption.json (the masks, drawn once),
-summary.json, noisy_labels.png and table.md.
+summary.json, noisy_labels.png and table.md. Training is data-parallel over
+`config.mesh.data` devices, the aggregator over the global batch (see
+experiments/common/train_step.py); m-coherence is measured with
+`sharded_coherence_stats`. In a multi-process run only process 0 writes.
 
 Example:
   >>> from experiments.noisy_labels.configs import tiny
@@ -16,13 +19,14 @@ Example:
 import os
 from typing import Any, Callable, Dict, Optional
 
-import jax.numpy as jnp
+import jax
 import ml_collections
 import numpy as np
 
-import coherence_jax as cj
 from coherence_jax import data as cj_data
+from coherence_jax import sharding
 from experiments.common import aggregator_specs
+from experiments.common import distributed
 from experiments.common import data
 from experiments.common import files
 from experiments.common import loop
@@ -86,6 +90,8 @@ def corruption(config: ml_collections.ConfigDict, train_labels: np.ndarray,
     with np.load(npz) as arrays:
       return dict(arrays)
   out = cj_data.corrupt_labels(train_labels, config.noise.p, config.noise.seed)
+  if not distributed.is_writer():  # deterministic: every process draws it
+    return out
   files.write_json(meta, {
       'p': config.noise.p, 'seed': config.noise.seed,
       'selected_fraction': float(out['selected'].mean()),
@@ -96,7 +102,7 @@ def corruption(config: ml_collections.ConfigDict, train_labels: np.ndarray,
 
 def run_aggregator(config: ml_collections.ConfigDict, workdir: str, spec: str,
                    dataset: data.Dataset, noisy: Dict[str, np.ndarray],
-                   net: model_lib.Model,
+                   net: model_lib.Model, mesh: jax.sharding.Mesh,
                    on_step: Optional[Callable[[int], None]] = None
                    ) -> Dict[str, Any]:
   """Trains with one aggregator in `workdir/<spec>`, resuming; its summary.
@@ -109,6 +115,7 @@ def run_aggregator(config: ml_collections.ConfigDict, workdir: str, spec: str,
     noisy: `corruption(...)`.
     net: `model_lib.make_mlp(...)` of config.model, shared by the runs so
       that the measurements compile once.
+    mesh: the ('data',) mesh of `distributed.make_mesh(config.mesh.data)`.
     on_step: called before each step (tests simulate crashes with it).
 
   Returns:
@@ -119,26 +126,31 @@ def run_aggregator(config: ml_collections.ConfigDict, workdir: str, spec: str,
   if os.path.exists(summary_path):
     return files.read_json(summary_path)
   train, test = dataset['train'], dataset['test']
+  writer = distributed.is_writer()
   trainer = train_step_lib.make_trainer(*aggregator_specs.build(
-      spec, net.loss_fn, config.train.learning_rate))
+      spec, net.loss_fn, config.train.learning_rate), mesh=mesh)
   size, batch_size = train['image'].shape[0], config.train.batch_size
   steps_per_epoch = size // batch_size
   total = steps_per_epoch * config.train.epochs
 
-  images, labels = jnp.asarray(train['image']), jnp.asarray(noisy['label'])
+  host_images, host_labels = np.asarray(train['image']), np.asarray(noisy['label'])
   corrupt = np.asarray(noisy['corrupt'])
   pristine_idx, corrupt_idx = np.flatnonzero(~corrupt), np.flatnonzero(corrupt)
   n_sample = config.measure.coherence_sample_size
-  samples = {name: {'image': images[idx[:n_sample]], 'label': labels[idx[:n_sample]]}
+  samples = {name: {'image': host_images[idx[:n_sample]],
+                    'label': host_labels[idx[:n_sample]]}
              for name, idx in (('pristine', pristine_idx), ('corrupt', corrupt_idx))}
-  test_images, test_labels = jnp.asarray(test['image']), jnp.asarray(test['label'])
+  device = jax.local_devices()[0]  # accuracies: on this process's device
+  images, labels, test_images, test_labels = jax.device_put(
+      (host_images, host_labels, test['image'], test['label']), device)
 
   def train_step(state, step):
     idx = data.batch_indices(config.seed, step, batch_size, size)
-    return trainer.step(state, {'image': images[idx], 'label': labels[idx]})
+    return trainer.step(state, {'image': host_images[idx],
+                                'label': host_labels[idx]})
 
   def measure(state, step):
-    params = state['params']
+    params = distributed.local_copy(state['params'])
     row = {'epoch': step / steps_per_epoch,
            'pristine_accuracy': float(net.accuracy(
                params, images[pristine_idx], labels[pristine_idx])),
@@ -147,8 +159,8 @@ def run_aggregator(config: ml_collections.ConfigDict, workdir: str, spec: str,
            'test_accuracy': float(net.accuracy(params, test_images,
                                                test_labels))}
     for name, sample in samples.items():
-      row[f'{name}_m_coherence'] = float(
-          cj.coherence_stats(net.loss_fn, params, sample).m_coherence())
+      row[f'{name}_m_coherence'] = float(sharding.sharded_coherence_stats(
+          net.loss_fn, state['params'], sample, mesh).m_coherence())
     return row
 
   def log(row):
@@ -164,9 +176,10 @@ def run_aggregator(config: ml_collections.ConfigDict, workdir: str, spec: str,
       total_steps=total, train_step=train_step, measure=measure,
       measure_steps=set(range(0, total, every)) | {total},
       checkpoint_every=steps_per_epoch * config.train.checkpoint_every_epochs,
-      on_step=on_step, log=log)
+      on_step=on_step, log=log, place=trainer.place, writer=writer)
   summary = report.summarize(rows)
-  files.write_json(summary_path, summary)
+  if writer:
+    files.write_json(summary_path, summary)
   return summary
 
 
@@ -188,15 +201,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   data.check_name(config.data.name)
   dataset = data.load(config.data.name, config.data.split_seed)
   validate(config, dataset)
-  run_config.check_and_save(config, workdir)
+  writer = distributed.is_writer()
+  run_config.check_and_save(config, workdir, writer)
   noisy = corruption(config, dataset['train']['label'], workdir)
   net = model_lib.make_mlp(config.model.widths, config.seed)
+  mesh = distributed.make_mesh(config.mesh.data)
   summary, runs = {}, {}
   for spec in config.aggregators:
     summary[spec] = run_aggregator(config, workdir, spec, dataset, noisy, net,
-                                   on_step)
+                                   mesh, on_step)
+    if not writer:
+      continue
     runs[spec] = files.read_rows(os.path.join(workdir, run_dir_name(spec),
                                               'metrics.jsonl'))
+  if not writer:
+    return summary
   files.write_json(os.path.join(workdir, 'summary.json'), summary)
   plots.plot_noisy_labels(
       runs, os.path.join(workdir, 'noisy_labels.png'),

@@ -5,6 +5,11 @@ r"""Real versus random labels: m-coherence over training (the `make demo`).
 
 Writes <workdir>/<mode>/metrics.jsonl, summary.json, real_vs_random.png,
 table.md. A crashed run resumes from its checkpoints when started again.
+
+Several processes (one per host, or N on one machine for testing; see
+launch/): add --coordinator_address=HOST:PORT --num_processes=N
+--process_id=I, or --distributed=auto where the environment provides them
+(Cloud TPU VM, SLURM). Only process 0 writes files.
 """
 
 import os
@@ -14,6 +19,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from experiments.common import distributed
+
 from experiments.real_vs_random import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -21,12 +28,14 @@ _CONFIG = config_flags.DEFINE_config_file(
     'Experiment config file; override fields with --config.<field>=value.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.',
                                required=True)
+distributed.define_flags()
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  distributed.initialize_from_flags()  # before any JAX computation
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

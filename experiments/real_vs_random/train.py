@@ -3,7 +3,10 @@
 Each label mode trains in `workdir/<mode>/` (resumable; a finished run is not
 repeated) and writes metrics.jsonl, train_labels.npy and summary.json; the
 workdir gets config.json (first start), summary.json, real_vs_random.png and
-table.md.
+table.md. Training is data-parallel over `config.mesh.data` devices (see
+experiments/common/distributed.py); m-coherence is measured with
+`sharded_coherence_stats` on the same mesh. In a multi-process run only
+process 0 writes; every process computes the same metrics.
 
 Example:
   >>> from experiments.real_vs_random.configs import tiny
@@ -15,14 +18,16 @@ Example:
 import os
 from typing import Any, Callable, Dict, Optional
 
-import jax.numpy as jnp
+import jax
 import ml_collections
 import numpy as np
 import optax
 
 import coherence_jax as cj
 from coherence_jax import data as cj_data
+from coherence_jax import sharding
 from experiments.common import data
+from experiments.common import distributed
 from experiments.common import files
 from experiments.common import loop
 from experiments.common import model as model_lib
@@ -104,30 +109,36 @@ def run_label_mode(config: ml_collections.ConfigDict, workdir: str, mode: str,
   summary_path = os.path.join(run_dir, 'summary.json')
   if os.path.exists(summary_path):
     return files.read_json(summary_path)
+  writer = distributed.is_writer()
   os.makedirs(run_dir, exist_ok=True)
   train, test = dataset['train'], dataset['test']
   labels = labels_for_mode(train['label'], mode, seed=config.seed + 1)
-  files.write_npy(os.path.join(run_dir, 'train_labels.npy'), labels)
+  if writer:
+    files.write_npy(os.path.join(run_dir, 'train_labels.npy'), labels)
 
   size, batch_size = train['image'].shape[0], config.train.batch_size
   steps_per_epoch = size // batch_size
   total = steps_per_epoch * config.train.epochs
   dense_until = steps_per_epoch * config.measure.dense_epochs
 
-  images, train_labels = jnp.asarray(train['image']), jnp.asarray(labels)
-  sample = {'image': images[:config.measure.sample_size],
-            'label': train_labels[:config.measure.sample_size]}
-  test_images, test_labels = jnp.asarray(test['image']), jnp.asarray(test['label'])
+  host_images, host_labels = np.asarray(train['image']), np.asarray(labels)
+  sample = {'image': host_images[:config.measure.sample_size],
+            'label': host_labels[:config.measure.sample_size]}
+  device = jax.local_devices()[0]  # accuracies: on this process's device
+  images, train_labels, test_images, test_labels = jax.device_put(
+      (host_images, host_labels, test['image'], test['label']), device)
 
   def train_step(state, step):
     idx = data.batch_indices(config.seed, step, batch_size, size)
-    return trainer.step(state, {'image': images[idx], 'label': train_labels[idx]})
+    return trainer.step(state, {'image': host_images[idx],
+                                'label': host_labels[idx]})
 
   def measure(state, step):
-    params = state['params']
-    stats = cj.coherence_stats(net.loss_fn, params, sample,
-                               microbatch_size=config.measure.microbatch_size,
-                               method=config.measure.method)
+    stats = sharding.sharded_coherence_stats(
+        net.loss_fn, state['params'], sample, trainer.mesh,
+        microbatch_size=config.measure.microbatch_size,
+        method=config.measure.method)
+    params = distributed.local_copy(state['params'])
     row = measurement_row(step, steps_per_epoch, stats)
     row['train_accuracy'] = float(net.accuracy(params, images, train_labels))
     row['test_accuracy'] = float(net.accuracy(params, test_images, test_labels))
@@ -147,9 +158,10 @@ def run_label_mode(config: ml_collections.ConfigDict, workdir: str, mode: str,
       measure_steps=set(schedule.measurement_steps(
           total, dense_until, config.measure.growth)),
       checkpoint_every=steps_per_epoch * config.train.checkpoint_every_epochs,
-      on_step=on_step, log=log)
+      on_step=on_step, log=log, place=trainer.place, writer=writer)
   summary = report.summarize(rows, dense_until)
-  files.write_json(summary_path, summary)
+  if writer:
+    files.write_json(summary_path, summary)
   return summary
 
 
@@ -171,16 +183,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   data.check_name(config.data.name)
   dataset = data.load(config.data.name, config.data.split_seed)
   validate(config, dataset)
-  run_config.check_and_save(config, workdir)
+  writer = distributed.is_writer()
+  run_config.check_and_save(config, workdir, writer)
   net = model_lib.make_mlp(config.model.widths, config.seed)
   trainer = train_step_lib.make_trainer(
       train_step_lib.mean_grad(net.loss_fn),
-      optax.sgd(config.train.learning_rate))
+      optax.sgd(config.train.learning_rate),
+      distributed.make_mesh(config.mesh.data))
   summary, runs = {}, {}
   for mode in config.label_modes:
     summary[mode] = run_label_mode(config, workdir, mode, dataset, net,
                                    trainer, on_step)
+    if not writer:
+      continue
     runs[mode] = files.read_rows(os.path.join(workdir, mode, 'metrics.jsonl'))
+  if not writer:
+    return summary
   files.write_json(os.path.join(workdir, 'summary.json'), summary)
   plots.plot_real_vs_random(runs, os.path.join(workdir, 'real_vs_random.png'))
   table = report.format_table(summary)

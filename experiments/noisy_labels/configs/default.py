@@ -30,5 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
       every_steps=100,
       coherence_sample_size=500,  # fixed pristine and corrupt samples, each
   ))
+  # Data parallelism: the batch split over the 'data' axis of this many
+  # devices; -1 = every device of every process, 1 = one device.
+  config.mesh = ml_collections.ConfigDict(dict(data=-1))
   config.allow_config_change = False  # True: resume a workdir under new values
   return config

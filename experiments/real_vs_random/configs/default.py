@@ -27,5 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
       dense_epochs=1,          # measure every step for this many epochs ...
       growth=1.15,             # ... then at steps growing geometrically.
   ))
+  # Data parallelism: the batch split over the 'data' axis of this many
+  # devices; -1 = every device of every process, 1 = one device.
+  config.mesh = ml_collections.ConfigDict(dict(data=-1))
   config.allow_config_change = False  # True: resume a workdir under new values
   return config

@@ -22,6 +22,9 @@ def _reference(x, window):
 ])
 def test_values_and_gradient_match_nnx_max_pool(shape, window):
   x = jax.random.normal(jax.random.key(0), shape)  # ties have probability 0
+  # Exact equality is right here: a max selects an input (no arithmetic), and
+  # with non-overlapping windows (strides = window) each input receives at
+  # most one cotangent entry, copied, never summed.
   np.testing.assert_array_equal(max_pool(x, window), _reference(x, window))
   cot = jax.random.normal(jax.random.key(1), _reference(x, window).shape)
   grad = jax.vjp(lambda v: max_pool(v, window), x)[1](cot)[0]
@@ -32,6 +35,7 @@ def test_values_and_gradient_match_nnx_max_pool(shape, window):
 def test_ties_split_the_cotangent_and_relu_hides_the_difference():
   x = jnp.array([[[[0.0], [0.0]], [[-1.0], [-2.0]]]])  # [1, 2, 2, 1]
   grad = jax.grad(lambda v: jnp.sum(max_pool(v, (2, 2))))(x)
+  # 1/2 is exact in float32, as are relu gradients of 0 and 1.
   np.testing.assert_array_equal(grad[0, :, :, 0], [[0.5, 0.5], [0.0, 0.0]])
   relu_pool = lambda pool: jax.grad(
       lambda v: jnp.sum(pool(jax.nn.relu(v), (2, 2))))(x)

@@ -23,8 +23,10 @@ def test_alpha_is_scale_invariant(scale):
   want = numpy_m_coherence(BASE)
   stats = cj.CoherenceStats.from_grads({'w': jnp.asarray(BASE * scale)})
   report = stats.report()
-  # Rescaling by a power of two is exact; the rest is float32 rounding of sums
-  # of 4 values and a 3-term dot: far below 1e-5 relative.
+  # Rescaling by a power of two is exact; BASE * scale rounds each entry once
+  # (EPS32); the rest is float32 sums of 4 values and of 12 squares: n·EPS32
+  # <= 1.4e-6, so 1e-5 relative (the one cancelling column sum, -0.5, adds
+  # 0.25 of the 50.75 in ‖S‖²).
   np.testing.assert_allclose(float(stats.m_coherence()), want, rtol=1e-5)
   np.testing.assert_allclose(float(stats.alpha()), want / 4, rtol=1e-5)
   np.testing.assert_allclose(report['m_coherence'], want, rtol=1e-5)
@@ -36,6 +38,7 @@ def test_merge_across_scales_equals_one_batch():
   merged = cj.CoherenceStats.from_grads({'w': jnp.asarray(big)}).merge(
       cj.CoherenceStats.from_grads({'w': jnp.asarray(small)}))
   want = numpy_m_coherence(np.concatenate([big, small]).astype(np.float64))
+  # Same float32 inputs; sums of 4 and 12 terms: <= 1.4e-6 relative.
   np.testing.assert_allclose(float(merged.m_coherence()), want, rtol=1e-5)
   assert int(merged.count) == 4
 
@@ -44,6 +47,7 @@ def test_antipodal_pair_report_agrees_with_methods():
   stats = cj.CoherenceStats.from_grads({'w': jnp.array([[1.0, 2.0],
                                                          [-1.0, -2.0]])})
   report = stats.report()
+  # x + (-x) is exactly 0 in float32, in any order: exact equality is right.
   assert float(stats.m_coherence()) == report['m_coherence'] == 0.0
   assert np.isinf(float(stats.gradient_diversity()))
   assert np.isinf(report['gradient_diversity'])
@@ -66,6 +70,7 @@ def test_from_grads_rejects_scalar_leaf():
 
 
 def test_power_of_two_above():
+  # Powers of two and their log2 are exact: exact comparisons are right.
   for x in (1e-30, 0.3, 1.0, 3.0, 1e30):
     p = float(stats_lib.power_of_two_above(jnp.float32(x)))
     assert p > np.float32(x) and p / 2 <= np.float32(x)

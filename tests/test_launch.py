@@ -160,6 +160,7 @@ def _log_rows(path):
             if line.startswith(('[real]', '[random]'))]
 
 
+@pytest.mark.slow  # ~45 s; the 2-process coherence test in test_sharding.py runs by default
 def test_two_processes_of_four_devices_equal_one_process(tmp_path):
   """launch/multiprocess.py on the tiny config (real labels): 24 steps on 8
   devices of 2 processes = the same config in this process on 1 device."""

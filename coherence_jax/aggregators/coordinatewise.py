@@ -57,6 +57,7 @@ c+1 largest and smallest values per coordinate, 2(c+1) * D * P values, then
 psum P (trimmed: 3P) values, instead of B * P for gathering the per-example
 updates. The result is invariant over the axis (`out_specs=P()`):
 
+    >>> from jax.sharding import PartitionSpec as P
     >>> mesh = jax.make_mesh((8,), ('data',))
     >>> tx = winsorized_mean(2, axis_name='data')
     >>> def step(grads):                   # grads: [B / 8, *param.shape]

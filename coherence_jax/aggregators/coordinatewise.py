@@ -62,8 +62,14 @@ updates. The result is invariant over the axis (`out_specs=P()`):
     >>> tx = winsorized_mean(2, axis_name='data')
     >>> def step(grads):                   # grads: [B / 8, *param.shape]
     ...   return tx.update(grads, tx.init(params), params)[0]
+    >>> grads = per_example_grads(loss_fn, params, batch)   # 16 examples
+    >>> sharded = jax.device_put(grads, jax.NamedSharding(mesh, P('data')))
     >>> update = jax.shard_map(step, mesh=mesh, in_specs=P('data'),
-    ...                        out_specs=P())(sharded_per_example_grads)
+    ...                        out_specs=P())(sharded)
+    >>> want = winsorized_mean(2).update(grads, tx.init(params), params)[0]
+    >>> bool(jnp.allclose(update['layers'][0]['kernel'],
+    ...                   want['layers'][0]['kernel'], atol=1e-6))
+    True
 """
 
 import optax

@@ -140,6 +140,16 @@ def _zeros_like_rows(x):
   return order_stats.vary_like(jnp.zeros(x.shape[1:], x.dtype), x)
 
 
+def _global_bounds_of(updates: PyTree, c: int, axis_name):
+  """(varying updates, global B, per-leaf global (x_(c+1), x_(B-c)))."""
+  updates = mesh_axes.as_varying(updates, axis_name)
+  size = _leading_size(updates) * num_devices(axis_name)
+  bounds = global_bounds(
+      updates, _map(lambda x: order_stats.extreme_rows(x, c), updates), c,
+      axis_name)
+  return updates, size, bounds
+
+
 def winsorized_mean(updates: PyTree, c: int,
                     axis_name: mesh_axes.AxisName) -> PyTree:
   """Winsorized mean of the global batch (see the module docstring).
@@ -154,11 +164,7 @@ def winsorized_mean(updates: PyTree, c: int,
   """
   if c == 0:
     return mean(updates, axis_name)
-  updates = mesh_axes.as_varying(updates, axis_name)
-  size = _leading_size(updates) * num_devices(axis_name)
-  bounds = global_bounds(
-      updates, _map(lambda x: order_stats.extreme_rows(x, c), updates), c,
-      axis_name)
+  updates, size, bounds = _global_bounds_of(updates, c, axis_name)
   sums = _map(lambda x, b: order_stats.clipped_sum_fold(
       _zeros_like_rows(x), x, b[0], b[1]), updates, bounds)
   return jax.tree.map(lambda s: s / size, jax.lax.psum(sums, axis_name))
@@ -183,11 +189,7 @@ def trimmed_mean(updates: PyTree, c: int,
   """
   if c == 0:
     return mean(updates, axis_name)
-  updates = mesh_axes.as_varying(updates, axis_name)
-  size = _leading_size(updates) * num_devices(axis_name)
-  bounds = global_bounds(
-      updates, _map(lambda x: order_stats.extreme_rows(x, c), updates), c,
-      axis_name)
+  updates, size, bounds = _global_bounds_of(updates, c, axis_name)
 
   def local(x, b):
     init = order_stats.vary_like(

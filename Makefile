@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_WORKDIR ?= /tmp/coherence_jax_demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-slow test-all bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "slow and not long" $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "" $(PYTEST_ARGS)

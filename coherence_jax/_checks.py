@@ -222,6 +222,19 @@ def check_per_example_loss(loss_fn: LossFn, params: PyTree,
   return size
 
 
+def _leading_rows(x, n: int) -> np.ndarray:
+  """x[:n] on the host; reads only the first shard of a sharded array.
+
+  (Indexing a batch sharded over an Explicit mesh axis is a sharding error,
+  and np.asarray(x) would copy the whole batch.)
+  """
+  for shard in getattr(x, 'addressable_shards', ()):
+    rows = shard.index[0] if shard.index else slice(None)
+    if rows.start in (None, 0) and shard.data.shape[0] >= n:
+      return np.asarray(shard.data[:n])
+  return np.asarray(x)[:n]
+
+
 def check_examples_independent(loss_fn: LossFn, params: PyTree,
                                batch: PyTree) -> None:
   """Raises if example 0's loss changes when only example 1 changes.
@@ -255,7 +268,9 @@ def check_examples_independent(loss_fn: LossFn, params: PyTree,
     return
   if batch_size(batch) < 2:
     return
-  pair = jax.tree.map(lambda x: np.asarray(x[:2]), batch)
+  if not all(getattr(x, 'is_fully_addressable', True) for x in leaves):
+    return  # a multi-process global batch: no process can read rows 0 and 1
+  pair = jax.tree.map(lambda x: _leading_rows(x, 2), batch)
   floats = [i for i, x in enumerate(jax.tree.leaves(pair))
             if np.issubdtype(x.dtype, np.floating)]
   if not floats:

@@ -210,7 +210,7 @@ def test_launcher_returns_non_zero_when_a_process_fails(tmp_path):
     assert 'mesh.data' in f.read()
 
 
-@pytest.mark.slow
+@pytest.mark.long  # ~10 min on 2 cores
 def test_noisy_labels_per_example_aggregators_on_two_processes(tmp_path):
   """winsorized:4 over the global batch of 2 processes × 4 devices (B=100,
   padded to 104) = one process on one device. Slow: the per-coordinate order

@@ -22,13 +22,19 @@ def _reference(x, window):
 ])
 def test_values_and_gradient_match_nnx_max_pool(shape, window):
   x = jax.random.normal(jax.random.key(0), shape)  # ties have probability 0
+  cot = jax.random.normal(jax.random.key(1), _reference(x, window).shape)
+
+  @jax.jit  # one compile per case; op-by-op dispatch is the slow part
+  def values_and_grads(x, cot):
+    out, vjp = jax.vjp(lambda v: max_pool(v, window), x)
+    ref, ref_vjp = jax.vjp(lambda v: _reference(v, window), x)
+    return out, ref, vjp(cot)[0], ref_vjp(cot)[0]
+
+  out, ref, grad, want = values_and_grads(x, cot)
   # Exact equality is right here: a max selects an input (no arithmetic), and
   # with non-overlapping windows (strides = window) each input receives at
   # most one cotangent entry, copied, never summed.
-  np.testing.assert_array_equal(max_pool(x, window), _reference(x, window))
-  cot = jax.random.normal(jax.random.key(1), _reference(x, window).shape)
-  grad = jax.vjp(lambda v: max_pool(v, window), x)[1](cot)[0]
-  want = jax.vjp(lambda v: _reference(v, window), x)[1](cot)[0]
+  np.testing.assert_array_equal(out, ref)
   np.testing.assert_array_equal(grad, want)
 
 

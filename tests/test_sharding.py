@@ -1,5 +1,6 @@
 """sharded_coherence_stats equals one device: any B, 1-D and 2-D meshes, processes."""
 
+import json
 import os
 import socket
 import subprocess
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 
 import coherence_jax as cj
+from coherence_jax import aggregators
 from coherence_jax import sharding
 from tests import helpers
+from tests import multiprocess_worker as worker
 
 # Same per-example math on each device; only the order of float32 sums over
 # <= 16 examples and the psum differ: ~1e-6 relative, 1e-5 leaves headroom.
@@ -74,8 +77,23 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _one_process_training(loss_fn, params):
+  """The worker's training steps on one device (no mesh)."""
+  from experiments.common import aggregator_specs  # pylint: disable=g-import-not-at-top
+  from experiments.common import train_step  # pylint: disable=g-import-not-at-top
+  grad_fn, optimizer = aggregator_specs.build(worker.TRAIN_SPEC, loss_fn,
+                                              learning_rate=0.1)
+  trainer = train_step.make_trainer(grad_fn, optimizer)
+  state = trainer.init(params)
+  for step in range(worker.TRAIN_STEPS):
+    state, _ = trainer.step(state, worker.train_batch(step))
+  return worker.flat(state['params'])
+
+
 def test_two_processes_equal_one():
-  """2 processes × 4 CPU devices (gloo), each loading only its slice."""
+  """2 processes × 4 CPU devices (gloo) = one process: coherence stats (each
+  process loading only its slice), one winsorized update with axis_name, and
+  3 data-parallel training steps with a per-example aggregator."""
   port = str(_free_port())
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, PYTHONPATH=root, XLA_FLAGS='')
@@ -83,16 +101,37 @@ def test_two_processes_equal_one():
   procs = [subprocess.Popen(cmd + [str(i)], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True) for i in range(2)]
-  outs = [p.communicate(timeout=240) for p in procs]
+  try:
+    outs = [p.communicate(timeout=240) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
-  results = [line for out, _ in outs for line in out.splitlines()
-             if line.startswith('RESULT')]
-  assert len(results) == 2
+  results = {}
+  for out, _ in outs:
+    for line in out.splitlines():
+      if line.startswith('RESULT'):
+        _, name, process, value = line.split(' ', 3)
+        results[name, int(process)] = json.loads(value)
+  assert sorted(results) == [(name, i) for name in
+                             ('coherence', 'training', 'winsorized')
+                             for i in (0, 1)]
   loss_fn, params = helpers.tiny_mlp()
   want = cj.coherence_stats(loss_fn, params, helpers.tiny_batch(13))
-  for line in results:
-    _, process, count, m_coherence = line.split()
-    assert int(count) == 13
-    np.testing.assert_allclose(float(m_coherence), float(want.m_coherence()),
+  grads, _ = worker.winsorized_inputs()
+  tx = aggregators.winsorized_mean(1)
+  update = tx.update(grads, tx.init(params), params)[0]
+  training = _one_process_training(loss_fn, params)
+  for i in (0, 1):
+    count, m_coherence = results['coherence', i]
+    assert count == 13
+    np.testing.assert_allclose(m_coherence, float(want.m_coherence()),
                                rtol=RTOL)
+    # A psum of 8 partial sums of <= 16 float32 values against one pass:
+    # ~16·eps32 relative to the largest gradient value.
+    np.testing.assert_allclose(results['winsorized', i], worker.flat(update),
+                               rtol=RTOL, atol=1e-6)
+    # 3 SGD steps (lr 0.1) on those updates; params are O(1).
+    np.testing.assert_allclose(results['training', i], training, rtol=RTOL,
+                               atol=1e-6)

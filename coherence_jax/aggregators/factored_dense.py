@@ -169,10 +169,16 @@ def factored_grads(loss_fn, params: PyTree, batch: PyTree) -> PyTree:
       loss = loss_fn.loss(model, jax.tree.map(lambda x: x[None], example))[0]
     return loss, captured
 
-  eps = {path: jnp.zeros((size, 1, d), dtype) for path, d in out_dim.items()}
   grad_fn = jax.grad(example_loss, argnums=(0, 1), has_aux=True)
-  (g_other, g_eps), captured = jax.vmap(grad_fn, in_axes=(None, 0, 0))(
-      other, eps, batch)
+
+  def example_grads(other, example):
+    # The zero perturbation is made per example inside vmap (not a [B, ...]
+    # input), so it takes the batch's sharding on Explicit-axis meshes.
+    eps = {path: jnp.zeros((1, d), dtype) for path, d in out_dim.items()}
+    return grad_fn(other, eps, example)
+
+  (g_other, g_eps), captured = jax.vmap(example_grads, in_axes=(None, 0))(
+      other, batch)
   it = iter(g_other)
   result = []
   for path, d in zip(paths, is_dense):

@@ -33,7 +33,11 @@ def test_matches_python_loop_of_grad():
                      helpers.loop_grads(loss_fn, params, batch))
 
 
-@pytest.mark.parametrize('microbatch_size', [1, 2, 3, 7, 10])
+# 3 (a remainder) and 10 (one chunk) run by default.
+@pytest.mark.parametrize('microbatch_size', [
+    pytest.param(1, marks=pytest.mark.slow),
+    pytest.param(2, marks=pytest.mark.slow), 3,
+    pytest.param(7, marks=pytest.mark.slow), 10])
 def test_microbatched_equals_unbatched(microbatch_size):
   loss_fn, params = helpers.tiny_mlp()
   batch = helpers.tiny_batch(7)  # 3 and 2 do not divide 7

@@ -153,6 +153,7 @@ def test_unknown_label_mode_is_rejected():
     train.labels_for_mode(np.zeros(3, np.int32), 'shuffled', 0)
 
 
+@pytest.mark.slow  # a subprocess run of main (~13 s)
 def test_main_exits_non_zero_naming_the_step_when_training_diverges(tmp_path):
   """From another directory, with the default config (found via the package,
   made small on the command line)."""

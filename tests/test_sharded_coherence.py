@@ -56,6 +56,7 @@ def test_shard_map_equals_one_device():
                     term_magnitudes(loss_fn, params, batch))
 
 
+@pytest.mark.slow  # shard_map is the default path; pmap ~7 s
 def test_pmap_equals_one_device():
   loss_fn, params = helpers.tiny_mlp()
   batch = helpers.tiny_batch(8 * 3)
@@ -68,6 +69,7 @@ def test_pmap_equals_one_device():
     assert_same_stats(jax.tree.map(lambda x: x[device], out), want, magnitudes)
 
 
+@pytest.mark.slow  # 2-D meshes run by default in tests/test_sharding.py
 def test_two_dimensional_mesh_over_both_axes():
   loss_fn, params = helpers.tiny_mlp()
   batch = helpers.tiny_batch(16)

@@ -78,19 +78,29 @@ def data_source(name: str, split: str, *, data_dir: Optional[str] = None,
 def _not_readable(tfds, name: str, split: str, data_dir: Optional[str],
                   error: Exception) -> str:
   """Why `name` could not be read under `data_dir`, and how to prepare it."""
+  manual = ''
   try:
     builder = tfds.builder(name, data_dir=data_dir)
     where, prepared = f' (looked in {builder.data_path})', builder.is_prepared()
+    manual = ' '.join(
+        (getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None) or '').split())
   except Exception:  # pylint: disable=broad-except
     where, prepared = '', False
   first_line = (str(error).splitlines() or [''])[0]
   why = ('is not prepared' if not prepared else
          f'is prepared but not readable ({type(error).__name__}: {first_line})')
-  return (f'dataset {name!r} (split {split!r}) {why} under data_dir='
-          f'{data_dir!r}{where}. Prepare it on a machine with network: '
+  head = (f'dataset {name!r} (split {split!r}) {why} under data_dir='
+          f'{data_dir!r}{where}.')
+  copy = ('copy DIR here and pass data_dir=DIR (or set TFDS_DATA_DIR)')
+  if manual:
+    return (f'{head} tfds cannot download {name}: download the files by hand '
+            f'and put them in tfds\' manual_dir (default DIR/downloads/manual):'
+            f' {manual} Then, on that machine: `tfds build {name} '
+            '--data_dir=DIR --manual_dir=MANUAL_DIR '
+            f'--file_format=array_record`; {copy}.')
+  return (f'{head} Prepare it on a machine with network: '
           f'`tfds build {name} --data_dir=DIR --file_format=array_record`, '
-          'copy DIR here and pass data_dir=DIR (or set TFDS_DATA_DIR); or pass '
-          'download=True where there is network.')
+          f'{copy}; or pass download=True where there is network.')
 
 
 def normalize_example(example: Dict[str, Any]) -> Dict[str, np.ndarray]:

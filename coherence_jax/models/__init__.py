@@ -1,7 +1,9 @@
 """Flax NNX models used by the experiments, chosen by name.
 
-Each takes `rngs=nnx.Rngs(seed)`; `cross_entropy_loss` is the per-example
-loss `from_nnx` expects.
+`build(name, num_classes=..., input_shape=..., norm=..., rngs=...)` makes any
+of `NAMES` (registry.py); the classes are importable too. Each takes
+`rngs=nnx.Rngs(seed)`; `cross_entropy_loss` is the per-example loss
+`from_nnx` expects.
 
 Example:
   >>> from coherence_jax import models
@@ -14,7 +16,14 @@ Example:
 from coherence_jax.models.cnn import CNN
 from coherence_jax.models.losses import cross_entropy_loss
 from coherence_jax.models.mlp import MLP
+from coherence_jax.models.registry import NAMES
+from coherence_jax.models.registry import build
+from coherence_jax.models.registry import num_params
+from coherence_jax.models.resnet import ResNet
 from coherence_jax.models.resnet import ResNet18GN
 from coherence_jax.models.resnet import ResNet50
+from coherence_jax.models.vgg import VGG
+# transformer / vit exports are added here (models/transformer.py, vit.py).
 
-__all__ = ['CNN', 'MLP', 'ResNet18GN', 'ResNet50', 'cross_entropy_loss']
+__all__ = ['CNN', 'MLP', 'NAMES', 'ResNet', 'ResNet18GN', 'ResNet50', 'VGG',
+           'build', 'cross_entropy_loss', 'num_params']

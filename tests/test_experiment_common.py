@@ -138,7 +138,7 @@ def test_batches_cover_each_epoch_once_and_are_reproducible():
 
 def test_unknown_data_name_is_rejected():
   with pytest.raises(ValueError, match='config.data.name'):
-    data.load('cifar10', 0)
+    data.load('svhn', 0)
 
 
 # ---------------------------------------------------------------- the loop

@@ -13,29 +13,45 @@ layer's batch gradient, so it is not computed a second time. Materialized
 gradients are formed a few examples at a time (`lax.map`), so memory stays at
 about that of the plain gradient; conv patches come from strided slices.
 
-How it works: inside the traced loss, each supported module of the merged NNX
-model is switched, for that call only, to a subclass whose `__call__` wraps
-the original in a `jax.custom_vjp`. Its forward is the module's own
-`__call__`; its backward receives Δ for the whole batch, returns the usual
-input and weight cotangents, and returns the per-example squared norms as the
-cotangent of a dummy zero input of shape [B] (one per parameter). One
-`jax.grad` of Σ_i ℓ_i then yields S and every per-example norm at about the
-cost of one training step, with memory independent of B × #params.
+How it works: the loss is traced once (ghost_plan.py) with each supported
+module hooked, which records every call of every layer. Then, inside the
+traced loss, each supported module of the merged NNX model is switched, for
+that evaluation only, to a subclass whose `__call__` (and `Embed.attend`)
+runs through a hook:
+  - a layer called once is wrapped in a `jax.custom_vjp`: its forward is the
+    module's own call; its backward receives Δ for the whole batch, returns
+    the usual input and weight cotangents and the per-example squared norms
+    as the cotangent of a dummy zero input of shape [B] (one per parameter);
+  - a layer called k > 1 times (weight tying through `Embed.attend`, a block
+    applied twice, a layer in a Python loop) gets a zero perturbation on each
+    call's output, whose gradient is that call's Δ_j; with the calls' inputs
+    A_j, ‖Σ_j A_jᵀΔ_j‖² per example comes from the Gram form over the
+    positions of all calls, cross terms included (ghost_reuse.py, gram.py),
+    or from per-example gradients formed a few examples at a time.
+One `jax.grad` of Σ_i ℓ_i then yields S and every per-example norm at about
+the cost of one training step, with memory independent of B × #params.
+Norms and S are accumulated in float32 also for bfloat16 params and
+activations (the layer's own forward runs in its dtype).
 
-Supported layers (exact types): nnx.Linear (any leading position axes),
-nnx.Conv (strides, padding, dilations; Gram form for feature_group_count=1
-without a mask, per-layer per-example gradients otherwise), nnx.Embed
-(token-equality Gram), and the scale/bias of nnx.LayerNorm, GroupNorm, RMSNorm
-and BatchNorm in inference mode (per-layer per-example gradients: cheap).
-Each supported layer must be called once per loss evaluation, on inputs with
-a leading example axis, and its params must not be used elsewhere (e.g.
-`Embed.attend` weight tying). Anything else is reported by name with
-method='ghost'; method='auto' computes those params' per-example gradients
-with `jax.vmap` instead.
+Supported layers (exact types): nnx.Linear, nnx.LinearGeneral (any axis,
+in/out feature tuples, batch_axis) and nnx.Einsum contracting its input with
+the kernel (contraction.py), hence nnx.MultiHeadAttention; nnx.Conv
+(strides, padding, dilations; Gram form for feature_group_count=1 without a
+mask, per-layer per-example gradients otherwise); nnx.Embed (lookup by
+token-equality Gram, and attend); the scale/bias of nnx.LayerNorm, GroupNorm,
+RMSNorm and BatchNorm in inference mode (per-layer per-example gradients:
+cheap). Each call must be made directly in the loss (not inside jit, scan,
+vmap or remat there), on inputs with a leading example axis, and the params
+must not be read outside the layer's calls. Anything else is reported by
+name with method='ghost'; method='auto' computes those params' per-example
+gradients with `jax.vmap` instead. `norm_paths` lists which way each param
+takes.
 
-Files: this one plans (which layers, checks) and computes; the per-layer math
-is in ghost_rules.py, the module interception in module_hooks.py, the
-dataflow check for shared params in jaxpr_deps.py.
+Files: this one computes; ghost_plan.py plans (which layers, calls, forms,
+checks); the per-layer math is in ghost_rules.py (one call), ghost_reuse.py
+(several calls), contraction.py (einsum bookkeeping) and gram.py (Gram
+forms); module interception in module_hooks.py, the dataflow check for
+params read elsewhere in jaxpr_deps.py.
 
 Example (a param outside any supported layer: an error with method='ghost',
 per-example vmap gradients for it with method='auto'):
@@ -59,13 +75,11 @@ per-example vmap gradients for it with method='auto'):
   {'dense': {'bias': True, 'kernel': True}, 'temperature': True}
 """
 
-import dataclasses
-from typing import Any, Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from flax.nnx.nn import linear as nnx_linear
 
 from coherence_jax import _checks
 from coherence_jax import microbatch
@@ -74,8 +88,9 @@ from coherence_jax import mesh_axes
 from coherence_jax._tree import PyTree
 from coherence_jax._tree import key_tuple
 from coherence_jax._tree import path_str
+from coherence_jax.per_example import ghost_plan
+from coherence_jax.per_example import ghost_reuse
 from coherence_jax.per_example import ghost_rules
-from coherence_jax.per_example import jaxpr_deps
 from coherence_jax.per_example import module_hooks
 from coherence_jax.per_example import nnx_bridge
 from coherence_jax.per_example import vmap_grads
@@ -84,174 +99,41 @@ from coherence_jax.per_example import vmap_grads
 # where possible, per-example vmap gradients elsewhere; 'vmap': vmap only.
 METHODS = ('ghost', 'auto', 'vmap')
 
-_KINDS = {
-    nnx.Linear: 'linear',
-    nnx.Conv: 'conv',
-    nnx.Embed: 'embed',
-    nnx.LayerNorm: 'norm',
-    nnx.GroupNorm: 'norm',
-    nnx.RMSNorm: 'norm',
-    nnx.BatchNorm: 'norm',
-}
-_PARAM_NAMES = {
-    'linear': ('kernel', 'bias'),
-    'conv': ('kernel', 'bias'),
-    'embed': ('embedding',),
-    'norm': ('scale', 'bias'),
-}
-# Keyword arguments a supported call may carry, with the values allowed.
-_ALLOWED_KWARGS = {'out_sharding': (None,), 'mask': (None,),
-                   'use_running_average': (None, True)}
-_SUPPORTED_NAMES = ('Linear, Conv, Embed, LayerNorm, GroupNorm, RMSNorm, '
-                    'BatchNorm (inference mode)')
 
-# -------------------------------------------------------------- the plan
-@dataclasses.dataclass
-class _Layer:
-  path: Tuple[Any, ...]
-  kind: str
-  params: Tuple[str, ...] = ()
-  calls: int = 0
-  problem: Optional[str] = None
-
-  @property
-  def key(self) -> str:
-    return path_str(self.path)
-
-  def flag(self, problem: str) -> None:
-    if self.problem is None:
-      self.problem = problem
+# ------------------------------------------------------------------ hooks
+def _dtypes(params, path, layer):
+  p = module_hooks.get_path(params, path)
+  return {name: p[name].dtype for name in layer.params}
 
 
-def _inventory(model) -> Tuple[Dict[tuple, _Layer], Dict[tuple, str]]:
-  """Supported layers by module path, and reasons for every other param."""
-  nodes = dict(nnx.iter_graph(model))
-  layers: Dict[tuple, _Layer] = {}
-  unsupported: Dict[tuple, str] = {}
-  for path, node in nodes.items():
-    if not isinstance(node, nnx.Param):
-      continue
-    owner_path, name = tuple(path[:-1]), path[-1]
-    owner = nodes.get(owner_path)
-    kind = _KINDS.get(type(owner))
-    if kind is not None and name in _PARAM_NAMES[kind]:
-      layer = layers.setdefault(owner_path, _Layer(owner_path, kind))
-      layer.params += (name,)
-    else:
-      unsupported[tuple(path)] = (
-          f'module {path_str(owner_path)!r} of type {type(owner).__name__} '
-          f'holds param {name!r} and has no ghost rule (supported: '
-          f'{_SUPPORTED_NAMES})')
-  return layers, unsupported
+def _cast(p32, dtypes):
+  return {name: p32[name].astype(dtypes[name]) for name in dtypes}
 
 
-def _layer_info(module, kind, form) -> Dict[str, Any]:
-  if kind != 'conv':
-    return {'num_embeddings': getattr(module, 'num_embeddings', None),
-            'form': form}
-  nd = len(module.kernel_size)
+def _ghost_hook(layer, p32, dtypes, q_slots):
+  """One call: the layer inside `ghost_rules.ghost_layer` (norms in backward)."""
+  call = layer.calls[0]
+  rule = ghost_rules.RULES[ghost_rules.rule_name(layer.kind, call.method)]
+  info = {**call.info, 'forms': layer.forms}
 
-  def bcast(v):
-    v = 1 if v is None else v
-    return (v,) * nd if isinstance(v, int) else tuple(v)
-
-  padding = nnx_linear.canonicalize_padding(module.padding, nd)
-  standard = not (isinstance(padding, str)
-                  and padding in ('CIRCULAR', 'REFLECT', 'CAUSAL'))
-  return {'kernel_size': tuple(module.kernel_size),
-          'strides': bcast(module.strides),
-          'input_dilation': bcast(module.input_dilation),
-          'kernel_dilation': bcast(module.kernel_dilation),
-          'padding': padding,
-          'gram_ok': (standard and module.feature_group_count == 1
-                      and module.mask is None),
-          'form': form}
-
-
-def _call_problem(layer, module, args, kwargs, size) -> Optional[str]:
-  if len(args) != 1:
-    return f'called with {len(args)} positional arguments (expected 1)'
-  for k, v in kwargs.items():
-    if k not in _ALLOWED_KWARGS or not any(v is a for a in _ALLOWED_KWARGS[k]):
-      return f'called with keyword argument {k}={v!r}'
-  x = args[0]
-  shape = getattr(x, 'shape', ())
-  if not shape or shape[0] != size:
-    return (f'input of shape {shape} has no leading example axis of size '
-            f'{size}')
-  if layer.kind == 'conv' and len(shape) < len(module.kernel_size) + 2:
-    return f'input of shape {shape} has no batch axis'
-  if isinstance(module, nnx.BatchNorm) and not (
-      kwargs.get('use_running_average') or module.use_running_average):
-    return ('BatchNorm in training mode couples the examples of a batch; run '
-            'the model in inference mode (model.eval(), as from_nnx does)')
-  return None
-
-
-def _plan(loss_fn, params, chunk, size) -> Tuple[Dict[tuple, _Layer],
-                                                  Dict[tuple, str]]:
-  """Traces the loss once to find which layers ghost can handle.
-
-  Returns (layers, unsupported): every supported layer (with `problem` set when
-  it cannot be handled after all) and a reason per unsupported param path.
-  """
-  layers, unsupported = _inventory(loss_fn.model(params))
-
-  def traced(p_out, p_in, chunk):
-    model = loss_fn.model(p_out)
-    nodes = dict(nnx.iter_graph(model))
-    hooked = []
-    for path, layer in layers.items():
-      module = nodes[path]
-      p_layer = module_hooks.get_path(p_in, path)
-      hooked.append((module, _plan_hook(layer, p_layer, size)))
-    with module_hooks.intercepted(hooked):
-      return jnp.sum(loss_fn.loss(model, chunk))
-
-  for layer in layers.values():
-    layer.calls, layer.problem = 0, None
-  closed = jax.make_jaxpr(traced)(params, params, chunk)
-  flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  owner = {}
-  for i, (kpath, _) in enumerate(flat):
-    path = key_tuple(kpath)
-    if path[:-1] in layers:
-      owner[i] = layers[path[:-1]]
-  for i in jaxpr_deps.inputs_reaching_outputs(closed, len(flat)):
-    if i in owner:
-      owner[i].flag("its params are also used outside the layer's __call__ "
-                    '(e.g. weight tying via Embed.attend)')
-  for layer in layers.values():
-    if layer.calls > 1:
-      layer.flag(f'called {layer.calls} times per loss (shared weights); '
-                 'ghost norms need one call per layer')
-  return layers, unsupported
-
-
-def _plan_hook(layer, p_in, size):
   def hook(module, base_call, args, kwargs):
-    layer.calls += 1
-    problem = _call_problem(layer, module, args, kwargs, size)
-    if problem is not None:
-      layer.flag(problem)
-      return base_call(module, *args, **kwargs)
-    p = {name: p_in[name] for name in layer.params}
-    z = module_hooks.pure_apply(module, base_call, kwargs)(p, args[0])
-    if getattr(z, 'shape', ())[:1] != (size,):
-      layer.flag(f'output of shape {getattr(z, "shape", ())} has no leading '
-                 f'example axis of size {size}')
-    return z
+    x, named = ghost_plan.split_args(base_call, module, args, kwargs)
+    apply = module_hooks.pure_apply(module, base_call, named)
+    p = {name: p32[name] for name in layer.params}
+    return ghost_rules.ghost_layer(
+        rule, info, lambda p, x: apply(_cast(p, dtypes), x), p, x, q_slots)
   return hook
 
 
-def _run_hook(layer, q_slots, form):
-  rule = ghost_rules.RULES[layer.kind]
-
+def _capture_hook(layer, p32, dtypes, perturb, inputs):
+  """k calls: each output gets a zero perturbation (its cotangent is dz_j)."""
   def hook(module, base_call, args, kwargs):
-    p = {name: getattr(module, name)[...] for name in layer.params}
-    apply = module_hooks.pure_apply(module, base_call, kwargs)
-    info = _layer_info(module, layer.kind, form)
-    return ghost_rules.ghost_layer(rule, info, apply, p, args[0], q_slots)
+    x, named = ghost_plan.split_args(base_call, module, args, kwargs)
+    apply = module_hooks.pure_apply(module, base_call, named)
+    p = jax.lax.stop_gradient({name: p32[name] for name in layer.params})
+    z = apply(_cast(p, dtypes), x) + perturb[len(inputs)]
+    inputs.append(x)
+    return z
   return hook
 
 
@@ -262,6 +144,15 @@ def _not_nnx_error(loss_fn):
       f'{type(loss_fn).__name__}; build loss_fn with coherence_jax.from_nnx('
       "model, loss), or pass method='auto' or 'vmap' to use per-example "
       'gradients instead.')
+
+
+def _unsupported_error(bad):
+  lines = '\n  '.join(f'{path_str(p)}: {r}' for p, r in sorted(
+      bad.items(), key=lambda kv: path_str(kv[0])))
+  return ValueError(
+      "method='ghost' cannot compute per-example norms of these params:\n  "
+      f"{lines}\nPass method='auto' to use per-example vmap gradients for "
+      "them, or method='vmap'.")
 
 
 def sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
@@ -297,46 +188,114 @@ def sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
     ((784, 32), (16,))
   """
   size = _checks.batch_size(chunk)
-  layers, unsupported = _plan(loss_fn, params, chunk, size)
-  bad = dict(unsupported)
-  for layer in layers.values():
-    if layer.problem is not None:
-      for name in layer.params:
-        bad[layer.path + (name,)] = (
-            f'layer {layer.key!r} ({layer.kind}) {layer.problem}')
+  plan = ghost_plan.plan(loss_fn, params, chunk, size, ghost_form)
+  bad = plan.fallback()
   if bad and method == 'ghost':
-    lines = '\n  '.join(f'{path_str(p)}: {r}' for p, r in sorted(
-        bad.items(), key=lambda kv: path_str(kv[0])))
-    raise ValueError(
-        "method='ghost' cannot compute per-example norms of these params:\n  "
-        f"{lines}\nPass method='auto' to use per-example vmap gradients for "
-        "them, or method='vmap'.")
-  good = {p: l for p, l in layers.items() if l.problem is None}
+    raise _unsupported_error(bad)
+  good = plan.good()
+  once = {p: l for p, l in good.items() if len(l.calls) <= 1}
+  reused = {p: l for p, l in good.items() if len(l.calls) > 1}
   slots = mesh_axes.as_varying(
       {l.key: {n: jnp.zeros((size,), jnp.float32) for n in l.params}
-       for l in good.values()}, axis_name)
+       for l in once.values()}, axis_name)
+  perturb = mesh_axes.as_varying(
+      {l.key: [jnp.zeros(c.z_shape, c.z_dtype) for c in l.calls]
+       for l in reused.values()}, axis_name)
+  p32 = jax.tree.map(ghost_rules.as_f32, params)
 
-  def total_loss(p, q):
-    model = loss_fn.model(p)
+  def total_loss(p32, slots, perturb):
+    model = loss_fn.model(jax.tree.map(lambda v, ref: v.astype(ref.dtype),
+                                       p32, params))
     nodes = dict(nnx.iter_graph(model))
-    hooked = [(nodes[path], _run_hook(layer, q[layer.key], ghost_form))
-              for path, layer in good.items()]
-    with module_hooks.intercepted(hooked):
-      return jnp.sum(loss_fn.loss(model, chunk))
+    inputs = {l.key: [] for l in reused.values()}
+    hooked = []
+    for path, layer in once.items():
+      if not layer.calls:  # never called: zero norms, zero S
+        continue
+      hooked.append((nodes[path], _ghost_hook(
+          layer, module_hooks.get_path(p32, path),
+          _dtypes(params, path, layer), slots[layer.key])))
+    for path, layer in reused.items():
+      hooked.append((nodes[path], _capture_hook(
+          layer, module_hooks.get_path(p32, path),
+          _dtypes(params, path, layer), perturb[layer.key],
+          inputs[layer.key])))
+    with module_hooks.intercepted(hooked, ghost_plan.METHODS):
+      return jnp.sum(loss_fn.loss(model, chunk)), inputs
 
-  sum_grads, norms = jax.grad(total_loss, argnums=(0, 1))(params, slots)
+  (sum_grads, norms, dzs), inputs = jax.grad(
+      total_loss, argnums=(0, 1, 2), has_aux=True)(p32, slots, perturb)
+  reused_sums = {}
+  if reused:
+    nodes = dict(nnx.iter_graph(loss_fn.model(params)))
+    for path, layer in reused.items():
+      module = nodes[path]
+      applies = [module_hooks.pure_apply(module, getattr(type(module), c.method),
+                                         c.kwargs) for c in layer.calls]
+      p = {n: v for n, v in module_hooks.get_path(p32, path).items()
+           if n in layer.params}
+      reused_sums[layer.key], norms[layer.key] = ghost_reuse.reused_layer(
+          layer, applies, p, inputs[layer.key], dzs[layer.key])
   fallback = _vmap_norms(loss_fn, params, chunk, set(bad))
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-  out = []
+  out, sums = [], []
   for kpath, _ in flat:
     path = key_tuple(kpath)
+    layer = good.get(path[:-1])
+    sums.append(reused_sums[layer.key][path[-1]] if layer is not None and
+                layer.key in reused_sums else
+                module_hooks.get_path(sum_grads, path))
     if path in fallback:
       out.append(fallback[path])
     else:
-      layer = good[path[:-1]]
       out.append(norms[layer.key][path[-1]])
-  sum_grads = jax.tree.map(ghost_rules.as_f32, sum_grads)
-  return sum_grads, jax.tree_util.tree_unflatten(treedef, out)
+  sums = [ghost_rules.as_f32(s) for s in sums]
+  return (jax.tree_util.tree_unflatten(treedef, sums),
+          jax.tree_util.tree_unflatten(treedef, out))
+
+
+def norm_paths(loss_fn, params, batch, *, method: str = 'auto',
+               ghost_form: Optional[str] = None) -> Dict[str, str]:
+  """How each param's per-example norms are computed: {path: way}.
+
+  Ways: 'ghost:outer' (‖a‖²‖δ‖², one position), 'ghost:gram' (Gram matrices
+  over positions, and over calls for shared weights), 'ghost:materialize'
+  (per-example gradients of that layer only, a few examples at a time),
+  'ghost:unused' (a supported layer the loss never calls: zero), 'vmap'
+  (per-example gradients of the whole loss; method='ghost' raises with the
+  reason instead).
+
+  Args:
+    loss_fn: the loss (ghost rules need one from `from_nnx`).
+    params: its params.
+    batch: a batch (only shapes matter; nothing is computed).
+    method: 'auto', 'ghost' or 'vmap', as for `per_example_sq_norms`.
+    ghost_form: None, 'gram' or 'materialize'.
+
+  Returns:
+    {param path ('layers/0/kernel'): way}, in the params' flattening order.
+
+  Raises:
+    ValueError: a bad method or form; method='ghost' with params that have
+      no ghost rule (each named with the reason).
+
+  Example:
+    >>> norm_paths(loss_fn, params, batch)   # from_nnx(MLP(...))
+    {'layers/0/bias': 'ghost:materialize', 'layers/0/kernel': 'ghost:outer', \
+'layers/1/bias': 'ghost:materialize', 'layers/1/kernel': 'ghost:outer'}
+  """
+  check_ghost_args(loss_fn, method, ghost_form)
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  paths = [key_tuple(kpath) for kpath, _ in flat]
+  if not uses_ghost(loss_fn, method):
+    return {path_str(p): 'vmap' for p in paths}
+  plan = ghost_plan.plan(loss_fn, params, batch, _checks.batch_size(batch),
+                         ghost_form)
+  bad = plan.fallback()
+  if bad and method == 'ghost':
+    raise _unsupported_error(bad)
+  return {path_str(p): 'vmap' if p in bad else
+          'ghost:' + plan.layers[p[:-1]].forms[p[-1]] for p in paths}
 
 
 def _vmap_norms(loss_fn, params, chunk, paths) -> Dict[tuple, jax.Array]:

@@ -1,11 +1,18 @@
 """Per-layer rules of ghost norms: ‖A_iᵀ Δ_i‖² per example, and the layer's S.
 
-A rule gets the layer's pure `apply(p, x)`, its params p (dict name -> array),
-input x, output cotangent dz and the standard cotangents dp_std; it returns the
-params cotangent (= S of the layer) and {name: [B] squared norms}.
-`ghost_layer` wraps `apply` in a `jax.custom_vjp` whose backward runs the rule
-and returns the norms as the cotangent of dummy [B] inputs. The form per layer
-('outer', 'gram' or 'materialize') is the cheaper one (`choose_form`).
+A rule gets the layer's pure `apply(p, x)`, its params p (dict name -> float32
+array), input x, output cotangent dz and the standard cotangents dp_std; it
+returns the params cotangent (= S of the layer, float32) and {name: [B]
+squared norms}. `ghost_layer` wraps `apply` in a `jax.custom_vjp` whose
+backward runs the rule and returns the norms as the cotangent of dummy [B]
+inputs. The form per param ('outer', 'gram' or 'materialize') is decided by
+the plan (`choose_form`, the cheaper one) and passed in `info['forms']`.
+Norms and sums are accumulated in float32 whatever the layer's dtype (bf16
+activations and cotangents are cast first).
+
+Rules: 'contraction' (Linear, LinearGeneral, Einsum, Embed.attend: see
+contraction.py), 'lookup' (Embed.__call__), 'conv', 'norm'. Layers called more
+than once are handled in ghost_reuse.py, from the same pieces.
 
 Example:
   >>> choose_form(196, 288, 64)   # conv2 of the benchmark CNN
@@ -20,6 +27,8 @@ import jax.numpy as jnp
 
 from coherence_jax import microbatch
 from coherence_jax import reductions
+from coherence_jax.per_example import contraction
+from coherence_jax.per_example import gram
 
 FORMS = ('outer', 'gram', 'materialize')
 
@@ -101,20 +110,31 @@ def as_f32(x):
   return x.astype(jnp.float32)
 
 
-def _sq_norms_of_product(a: jax.Array, d: jax.Array, form: str):
-  """Per-example ‖a_iᵀ d_i‖² for a [B, T, K], d [B, T, N]; also the grads if formed."""
-  if form == 'outer':
-    return jnp.sum(a * a, (1, 2)) * jnp.sum(d * d, (1, 2)), None
-  if form == 'gram':
-    aa = jnp.einsum('btk,bsk->bts', a, a)
-    dd = jnp.einsum('btn,bsn->bts', d, d)
-    return jnp.sum(aa * dd, (1, 2)), None
-  g = jnp.einsum('btk,btn->bkn', a, d)
-  return reductions.per_example_sq_norm(g), g
+def _product_sq_norms(a: jax.Array, d: jax.Array, form: str):
+  """Per-example ‖a_iᵀ d_i‖² for a [B, T, K], d [B, T, N] ('outer' / 'gram')."""
+  del form  # T = 1 is the outer product either way
+  return gram.sq_norms([gram.Factor(a[:, None], d[:, None])])
 
 
-def _per_example_param_grads(apply, p, x, dz, names):
-  """Per-example grads of the layer's params `names`: vmap over examples."""
+def per_example_param_grads(apply, p, x, dz, names):
+  """Per-example grads of the layer's params `names`: vmap over examples.
+
+  Args:
+    apply: the layer as a pure `apply(p, x)`.
+    p: its params {name: array}.
+    x: the input, leading example axis B.
+    dz: the output cotangent.
+    names: the params to differentiate.
+
+  Returns:
+    {name: [B, *param.shape]}.
+
+  Example:
+    >>> g = per_example_param_grads(lambda p, x: x * p['w'], {'w': 2.0},
+    ...                             jnp.arange(3.), jnp.ones(3), ('w',))
+    >>> g['w']
+    Array([0., 1., 2.], dtype=float32, weak_type=True)
+  """
   fixed = {k: v for k, v in p.items() if k not in names}
 
   def one(xi, dzi):
@@ -127,7 +147,7 @@ def _per_example_param_grads(apply, p, x, dz, names):
 
 def _materialized(apply, p, x, dz, names, dp):
   """Fills dp and returns norms for `names` from per-example grads."""
-  grads = _per_example_param_grads(apply, p, x, dz, names)
+  grads = per_example_param_grads(apply, p, x, dz, names)
   q = {}
   for name in names:
     g = as_f32(grads[name])
@@ -143,24 +163,31 @@ def _bias_rule(d, p, dp, q):
     dp['bias'] = reductions.sum_over_examples(gb).astype(p['bias'].dtype)
 
 
-def _linear_rule(info, apply, p, x, dz, dp_std):
+def _contraction_rule(info, apply, p, x, dz, dp_std):
+  """Linear, LinearGeneral, Einsum and Embed.attend (see contraction.py)."""
   del apply
-  size = x.shape[0]
-  a = as_f32(x).reshape(size, -1, x.shape[-1])
-  d = as_f32(dz).reshape(size, -1, dz.shape[-1])
+  spec = info['spec']
+  name = spec.kernel
+  form = info['forms'][name]
   dp, q = dict(dp_std), {}
-  positions, d_in, d_out = a.shape[1], a.shape[2], d.shape[2]
-  form = choose_form(positions, d_in, d_out, forced=info['form'])
-  if form == 'materialize':
-    def part(a, d):
-      g = _sq_norms_of_product(a, d, form)[1]
+  x32, d32 = as_f32(x), as_f32(dz)
+  if spec.example_in_kernel:  # one kernel slice per example
+    g = contraction.kernel_grad(spec, x32, d32)
+    q[name] = reductions.per_example_sq_norm(contraction.example_slices(spec, g))
+    dp[name] = g
+  elif form == 'materialize':
+    def part(x, d):
+      g = contraction.per_example_kernel_grads(spec, as_f32(x), as_f32(d))
       return reductions.sum_over_examples(g), reductions.per_example_sq_norm(g)
-    s, q['kernel'] = _over_example_chunks(
-        part, (a, d), positions * (d_in + d_out) + d_in * d_out)
-    dp['kernel'] = s.astype(p['kernel'].dtype)
+    floats = x[0].size + dz[0].size + p[name].size
+    dp[name], q[name] = over_example_chunks(part, (x, dz), floats)
   else:
-    q['kernel'] = _sq_norms_of_product(a, d, form)[0]
-  _bias_rule(d, p, dp, q)
+    q[name] = gram.sq_norms([gram.Factor(*contraction.factors(spec, x32, d32))])
+    dp[name] = contraction.kernel_grad(spec, x32, d32)
+  if spec.bias is not None and 'bias' in p:
+    q['bias'] = reductions.per_example_sq_norm(
+        contraction.per_example_bias_grads(spec, d32))
+    dp['bias'] = contraction.bias_grad(spec, d32, p['bias'].shape)
   return dp, q
 
 
@@ -194,11 +221,24 @@ def _conv_patches(info, x):
   return patches.reshape(x.shape[0], -1, patches.shape[-2] * patches.shape[-1])
 
 
-def _over_example_chunks(fn, arrays, floats_per_example: int):
+def over_example_chunks(fn, arrays, floats_per_example: int):
   """fn on chunks of examples (bounded memory); sums s, concatenates q.
 
-  `fn(*chunk) -> (s, q)` with s summed over examples and q of shape [chunk].
-  Chunks hold about _CHUNK_FLOATS intermediate floats.
+  Args:
+    fn: `fn(*chunk) -> (s, q)` with s summed over the chunk's examples and q
+      per example (leading axis the chunk).
+    arrays: arrays (or pytrees) with a shared leading example axis.
+    floats_per_example: intermediate floats `fn` holds per example; chunks
+      hold about _CHUNK_FLOATS of them.
+
+  Returns:
+    `(Σ s, concatenated q)`.
+
+  Example:
+    >>> s, q = over_example_chunks(lambda x: (x.sum(0), x.sum(1)),
+    ...                            (jnp.ones((5, 2)),), 1 << 21)
+    >>> s, q
+    (Array([5., 5.], dtype=float32), Array([2., 2., 2., 2., 2.], dtype=float32))
   """
   size = arrays[0].shape[0]
   chunk = max(1, min(size, _CHUNK_FLOATS // max(1, floats_per_example)))
@@ -219,8 +259,7 @@ def _conv_rule(info, apply, p, x, dz, dp_std):
   kernel = p['kernel']
   d_in = kernel.size // kernel.shape[-1]
   positions, d_out = d.shape[1], d.shape[2]
-  form = choose_form(positions, d_in, d_out, gram_ok=info['gram_ok'],
-                     forced=info['form'])
+  form = info['forms']['kernel']
   dp, q = dict(dp_std), {}
   if not info['gram_ok']:  # groups, masks, circular/reflect/causal padding
     q.update(_materialized(apply, p, x, dz, ('kernel',), dp))
@@ -229,38 +268,51 @@ def _conv_rule(info, apply, p, x, dz, dp_std):
       a = _conv_patches(info, x)
       g = jnp.einsum('btk,btn->bkn', a, d)
       return reductions.sum_over_examples(g), reductions.per_example_sq_norm(g)
-    s, q['kernel'] = _over_example_chunks(
+    s, q['kernel'] = over_example_chunks(
         part, (x, d), positions * (d_in + d_out) + d_in * d_out)
     dp['kernel'] = s.reshape(kernel.shape).astype(kernel.dtype)
   else:
     def part(x, d):
-      return 0.0, _sq_norms_of_product(_conv_patches(info, x), d, form)[0]
-    q['kernel'] = _over_example_chunks(
+      return 0.0, _product_sq_norms(_conv_patches(info, x), d, form)
+    q['kernel'] = over_example_chunks(
         part, (x, d), positions * (positions + d_in + d_out))[1]
   _bias_rule(d, p, dp, q)
   return dp, q
 
 
-def _embed_rule(info, apply, p, x, dz, dp_std):
-  size = x.shape[0]
-  table = p['embedding']
-  vocab, feat = table.shape
-  tok = x.reshape(size, -1)
-  d = as_f32(dz).reshape(size, tok.shape[1], feat)
+def lookup_grad(table: jax.Array, ids: jax.Array, d: jax.Array) -> jax.Array:
+  """Σ_i of the lookup's per-example table gradients (jnp.take's semantics).
+
+  Args:
+    table: the embedding table [V, F] (float32 for float32 sums).
+    ids: int token ids [B, ...].
+    d: the output cotangent [B, ..., F].
+
+  Returns:
+    [V, F]: the cotangent of each row summed (negative ids wrap, ids out of
+    range are dropped, as in the forward `jnp.take`).
+
+  Example:
+    >>> lookup_grad(jnp.zeros((3, 1)), jnp.array([[0, 2, 2]]), jnp.ones((1, 3, 1)))
+    Array([[1.],
+           [0.],
+           [2.]], dtype=float32)
+  """
+  _, vjp = jax.vjp(lambda t: jnp.take(t, ids, axis=0), table)
+  return vjp(d.astype(table.dtype))[0]
+
+
+def _lookup_rule(info, apply, p, x, dz, dp_std):
+  """Embed.__call__: token-equality Gram, or per-example grads."""
   dp = dict(dp_std)
-  positions = tok.shape[1]
-  gram_ok = info['num_embeddings'] > 1
-  use_gram = gram_ok and (info['form'] == 'gram' or (
-      info['form'] is None
-      and positions * positions * (feat + 1) <= vocab * feat))
-  if not use_gram:
+  if info['forms']['embedding'] != 'gram':
     return dp, _materialized(apply, p, x, dz, ('embedding',), dp)
-  tok = jnp.where(tok < 0, tok + vocab, tok)  # jnp.take wraps negatives
-  valid = (tok >= 0) & (tok < vocab)          # and drops the rest
-  same = ((tok[:, :, None] == tok[:, None, :])
-          & valid[:, :, None] & valid[:, None, :])
-  dd = jnp.einsum('btf,bsf->bts', d, d)
-  return dp, {'embedding': jnp.sum(jnp.where(same, dd, 0.0), (1, 2))}
+  table = p['embedding']
+  d32 = as_f32(dz)
+  factor = gram.Factor(gram.tokens(x, table.shape[0]),
+                       d32.reshape(x.shape[0], 1, -1, table.shape[1]))
+  dp['embedding'] = lookup_grad(table, x, d32)
+  return dp, {'embedding': gram.sq_norms([factor])}
 
 
 def _norm_rule(info, apply, p, x, dz, dp_std):
@@ -269,8 +321,27 @@ def _norm_rule(info, apply, p, x, dz, dp_std):
   return dp, _materialized(apply, p, x, dz, tuple(p), dp)
 
 
-RULES = {'linear': _linear_rule, 'conv': _conv_rule, 'embed': _embed_rule,
-          'norm': _norm_rule}
+RULES = {'contraction': _contraction_rule, 'lookup': _lookup_rule,
+         'conv': _conv_rule, 'norm': _norm_rule}
+
+
+def rule_name(kind: str, method: str) -> str:
+  """The key in RULES of a layer kind's call of `method`.
+
+  Args:
+    kind: the layer kind ('linear', 'embed', 'conv', 'norm').
+    method: the method called ('__call__' or 'attend').
+
+  Returns:
+    'contraction', 'lookup', 'conv' or 'norm'.
+
+  Example:
+    >>> rule_name('embed', 'attend'), rule_name('embed', '__call__')
+    ('contraction', 'lookup')
+  """
+  if kind == 'linear' or method == 'attend':
+    return 'contraction'
+  return 'lookup' if kind == 'embed' else kind
 
 
 def ghost_layer(rule, info, apply, p, x, q_slots):
@@ -282,12 +353,12 @@ def ghost_layer(rule, info, apply, p, x, q_slots):
   zero `q_slots` returns the norms.
 
   Args:
-    rule: one of RULES ('linear', 'conv', 'embed', 'norm').
-    info: the layer's static facts: {'form': None / 'gram' / 'materialize'}
-      for every kind, plus the conv geometry for 'conv' and
-      'num_embeddings' for 'embed'.
-    apply: `apply(p, x) -> z`, the layer's own call as a pure function.
-    p: the layer's params, {name: array}.
+    rule: one of RULES.
+    info: the call's static facts (`ghost_plan.Call.info`) and 'forms':
+      {param name: 'outer' / 'gram' / 'materialize'}.
+    apply: `apply(p, x) -> z`, the layer's own call as a pure function
+      (casting p to the layer's param dtypes where those are not float32).
+    p: the layer's params, {name: float32 array}.
     x: the layer input, leading example axis B.
     q_slots: {name: zeros [B]} per param of p.
 
@@ -298,8 +369,10 @@ def ghost_layer(rule, info, apply, p, x, q_slots):
     >>> p = {'kernel': jnp.ones((3, 2))}
     >>> x = jnp.arange(6.).reshape(2, 3)
     >>> dense = lambda p, x: x @ p['kernel']
+    >>> info = {'spec': contraction.of_linear(2, use_bias=False),
+    ...         'forms': {'kernel': 'outer'}}
     >>> def total(p, q):
-    ...   z = ghost_layer(RULES['linear'], {'form': None}, dense, p, x, q)
+    ...   z = ghost_layer(RULES['contraction'], info, dense, p, x, q)
     ...   return z.sum()
     >>> dp, q = jax.grad(total, argnums=(0, 1))(p, {'kernel': jnp.zeros(2)})
     >>> q['kernel'], dp['kernel'][:, 0]   # (5, 50) * 2; column sums of x

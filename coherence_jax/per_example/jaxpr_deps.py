@@ -3,7 +3,7 @@
 Ghost norms and factored Dense gradients trace the loss with a layer's params
 passed twice: once through the hooked layer, once as the model's own copy. If
 the model's copy reaches the loss, the params are also used outside the
-layer's `__call__` (e.g. weight tying via `Embed.attend`).
+layer's hooked calls (e.g. a kernel read directly as an array).
 
 Example (the second input is traced but never used):
   >>> closed = jax.make_jaxpr(lambda p, q, x: p * x)(1., 2., 3.)

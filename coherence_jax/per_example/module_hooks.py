@@ -21,7 +21,7 @@ Example:
 
 import contextlib
 import types
-from typing import Callable, List, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import jax
 from flax import nnx
@@ -29,30 +29,36 @@ from flax import nnx
 Hook = Callable[..., object]
 
 
-def _hooked_class(cls, hook: Hook):
-  """A subclass of `cls` whose `__call__` runs `hook(self, base_call, ...)`."""
+def _hooked_class(cls, hook: Hook, methods: Sequence[str]):
+  """A subclass of `cls` whose `methods` run `hook(self, base_method, ...)`."""
 
-  def call(self, *args, **kwargs):
-    return hook(self, cls.__call__, args, kwargs)
+  def hooked(base):
+    def method(self, *args, **kwargs):
+      return hook(self, base, args, kwargs)
+    return method
 
   def body(ns):
-    ns.update({'__call__': call, '__module__': cls.__module__,
-               '__qualname__': cls.__qualname__})
+    ns.update({name: hooked(getattr(cls, name)) for name in methods
+               if callable(getattr(cls, name, None))})
+    ns.update({'__module__': cls.__module__, '__qualname__': cls.__qualname__})
 
   return types.new_class(cls.__name__, (cls,), {}, body)
 
 
 @contextlib.contextmanager
-def intercepted(hooked: List[Tuple[nnx.Module, Hook]]):
+def intercepted(hooked: List[Tuple[nnx.Module, Hook]],
+                methods: Sequence[str] = ('__call__',)):
   """Routes calls of the given module instances to their hooks; restores.
 
-  A context manager: inside it, calling one of the modules runs
-  `hook(module, base_call, args, kwargs)` where `base_call` is the class's own
-  `__call__`; on exit (also on an exception) every module gets its class
-  back. Other instances of the same class are not affected.
+  A context manager: inside it, calling one of the modules (or another of
+  `methods` it has, e.g. `Embed.attend`) runs `hook(module, base_call, args,
+  kwargs)` where `base_call` is the class's own method (its `__name__` tells
+  which); on exit (also on an exception) every module gets its class back.
+  Other instances of the same class are not affected.
 
   Args:
     hooked: (module instance, hook) pairs.
+    methods: the method names routed to the hook, where the class has them.
 
   Yields:
     None; the hooks are active inside the `with` block.
@@ -68,11 +74,16 @@ def intercepted(hooked: List[Tuple[nnx.Module, Hook]]):
     >>> _ = layer(jnp.ones((4, 2)))   # outside: not hooked
     >>> calls
     [(4, 2)]
+    >>> embed = nnx.Embed(5, 2, rngs=nnx.Rngs(0))
+    >>> names = lambda module, call, args, kwargs: call.__name__
+    >>> with intercepted([(embed, names)], methods=('__call__', 'attend')):
+    ...   embed(jnp.zeros(3, jnp.int32)), embed.attend(jnp.ones(2))
+    ('__call__', 'attend')
   """
   saved = [(module, type(module)) for module, _ in hooked]
   try:
     for module, hook in hooked:
-      module.__class__ = _hooked_class(type(module), hook)
+      module.__class__ = _hooked_class(type(module), hook, methods)
     yield
   finally:
     for module, cls in saved:

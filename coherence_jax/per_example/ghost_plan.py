@@ -1,0 +1,423 @@
+"""The ghost-norm plan: which layers ghost rules handle, and in which form.
+
+One trace of the loss (`jax.make_jaxpr`, nothing runs) with every supported
+module hooked records each call of each layer: its method (`__call__`, or
+`Embed.attend`), keyword arguments, input and output shapes, and the layer's
+contraction (`contraction.Contraction`) or conv geometry. A layer is then
+  - handled by ghost rules, with a form per param ('outer', 'gram' or
+    'materialize', `ghost_rules.choose_form` by cost over the positions of
+    all its calls), or
+  - flagged with the reason it is not (the caller raises under
+    method='ghost' and uses vmap under 'auto').
+Layers called more than once are handled (their cross terms are exact);
+a call inside a JAX transformation of the loss (jit, scan, vmap, remat),
+keyword arguments that change the computation, or params also read outside
+the layer's calls are not.
+
+Example:
+  >>> p = plan(loss_fn, params, batch, size=16)   # from_nnx(MLP(...))
+  >>> layer = p.layers[('layers', 0)]
+  >>> layer.kind, len(layer.calls), layer.forms
+  ('linear', 1, {'kernel': 'outer', 'bias': 'materialize'})
+"""
+
+import dataclasses
+import inspect
+import math
+from typing import Any, Dict, List, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from flax.nnx.nn import dtypes as nnx_dtypes
+from flax.nnx.nn import linear as nnx_linear
+from jax.extend import core as jex_core
+
+from coherence_jax._tree import key_tuple
+from coherence_jax._tree import path_str
+from coherence_jax.per_example import contraction
+from coherence_jax.per_example import ghost_rules
+from coherence_jax.per_example import jaxpr_deps
+from coherence_jax.per_example import module_hooks
+
+KINDS = {
+    nnx.Linear: 'linear',
+    nnx.LinearGeneral: 'linear',
+    nnx.Einsum: 'linear',
+    nnx.Conv: 'conv',
+    nnx.Embed: 'embed',
+    nnx.LayerNorm: 'norm',
+    nnx.GroupNorm: 'norm',
+    nnx.RMSNorm: 'norm',
+    nnx.BatchNorm: 'norm',
+}
+PARAM_NAMES = {
+    'linear': ('kernel', 'bias'),
+    'conv': ('kernel', 'bias'),
+    'embed': ('embedding',),
+    'norm': ('scale', 'bias'),
+}
+# The methods routed through hooks (where the class has them).
+METHODS = ('__call__', 'attend')
+SUPPORTED_NAMES = ('Linear, LinearGeneral, Einsum, Conv, Embed (lookup and '
+                   'attend), LayerNorm, GroupNorm, RMSNorm, BatchNorm '
+                   '(inference mode)')
+# Keyword arguments a supported call may carry: the values allowed.
+_ALLOWED_KWARGS = {'out_sharding': (None,), 'mask': (None,),
+                   'use_running_average': (None, True)}
+_TRACE_CONVENTION = 'coherence_jax'
+
+
+@dataclasses.dataclass
+class Call:
+  """One call of a layer: what the rules need to know about it.
+
+  Attributes:
+    method: '__call__' or 'attend'.
+    kwargs: its keyword arguments (positional extras named).
+    info: static facts for the rule: {'spec': Contraction} for contractions
+      (Linear, LinearGeneral, Einsum, Embed.attend), {'vocab': V} for a
+      lookup, the geometry for a conv, {} for a norm layer.
+    x_shape: the input's shape.
+    z_shape: the output's shape.
+    z_dtype: the output's dtype.
+  """
+  method: str
+  kwargs: Dict[str, Any]
+  info: Dict[str, Any]
+  x_shape: Tuple[int, ...]
+  z_shape: Tuple[int, ...]
+  z_dtype: Any
+
+
+@dataclasses.dataclass
+class Layer:
+  """A supported module of the model, its calls in one loss evaluation."""
+  path: Tuple[Any, ...]
+  kind: str
+  params: Tuple[str, ...] = ()
+  calls: List[Call] = dataclasses.field(default_factory=list)
+  problem: Optional[str] = None
+  forms: Dict[str, str] = dataclasses.field(default_factory=dict)
+
+  @property
+  def key(self) -> str:
+    return path_str(self.path)
+
+  def flag(self, problem: str) -> None:
+    if self.problem is None:
+      self.problem = problem
+
+
+@dataclasses.dataclass
+class Plan:
+  """Supported layers by module path, and reasons for every other param."""
+  layers: Dict[Tuple[Any, ...], Layer]
+  unsupported: Dict[Tuple[Any, ...], str]
+
+  def good(self) -> Dict[Tuple[Any, ...], Layer]:
+    """The layers ghost rules handle."""
+    return {p: l for p, l in self.layers.items() if l.problem is None}
+
+  def fallback(self) -> Dict[Tuple[Any, ...], str]:
+    """{param path: reason} of every param ghost rules do not handle."""
+    bad = dict(self.unsupported)
+    for layer in self.layers.values():
+      if layer.problem is not None:
+        for name in layer.params:
+          bad[layer.path + (name,)] = (
+              f'layer {layer.key!r} ({layer.kind}) {layer.problem}')
+    return bad
+
+
+# ---------------------------------------------------------------- inventory
+def _inventory(model) -> Tuple[Dict[tuple, Layer], Dict[tuple, str]]:
+  """Supported layers by module path, and reasons for every other param."""
+  nodes = dict(nnx.iter_graph(model))
+  layers: Dict[tuple, Layer] = {}
+  unsupported: Dict[tuple, str] = {}
+  for path, node in nodes.items():
+    if not isinstance(node, nnx.Param):
+      continue
+    owner_path, name = tuple(path[:-1]), path[-1]
+    owner = nodes.get(owner_path)
+    kind = KINDS.get(type(owner))
+    if kind is not None and name in PARAM_NAMES[kind]:
+      layer = layers.setdefault(owner_path, Layer(owner_path, kind))
+      layer.params += (name,)
+    else:
+      unsupported[tuple(path)] = (
+          f'module {path_str(owner_path)!r} of type {type(owner).__name__} '
+          f'holds param {name!r} and has no ghost rule (supported: '
+          f'{SUPPORTED_NAMES})')
+  return layers, unsupported
+
+
+# ------------------------------------------------------------------- calls
+def split_args(base_call, module, args, kwargs):
+  """(input, other arguments by name) of a call of `base_call`.
+
+  Args:
+    base_call: the class's method being called.
+    module: the instance.
+    args: positional arguments after `self`.
+    kwargs: keyword arguments.
+
+  Returns:
+    `(x, named)`: the first argument and a dict of the others; `(None,
+    reason)` when the signature rejects the arguments.
+
+  Example:
+    >>> split_args(nnx.Einsum.__call__, None, ('X', 'ab,bc->ac'), {})
+    ('X', {'einsum_str': 'ab,bc->ac'})
+  """
+  try:
+    bound = inspect.signature(base_call).bind(module, *args, **kwargs)
+  except TypeError as e:
+    return None, f'called with arguments its signature rejects ({e})'
+  items = list(bound.arguments.items())[1:]
+  if not items:
+    return None, 'called without an input'
+  return items[0][1], dict(items[1:])
+
+
+def _conv_info(module) -> Dict[str, Any]:
+  nd = len(module.kernel_size)
+
+  def bcast(v):
+    v = 1 if v is None else v
+    return (v,) * nd if isinstance(v, int) else tuple(v)
+
+  padding = nnx_linear.canonicalize_padding(module.padding, nd)
+  standard = not (isinstance(padding, str)
+                  and padding in ('CIRCULAR', 'REFLECT', 'CAUSAL'))
+  return {'kernel_size': tuple(module.kernel_size),
+          'strides': bcast(module.strides),
+          'input_dilation': bcast(module.input_dilation),
+          'kernel_dilation': bcast(module.kernel_dilation),
+          'padding': padding,
+          'gram_ok': (standard and module.feature_group_count == 1
+                      and module.mask is None)}
+
+
+def _contraction_of(module, method, x, kwargs):
+  """(Contraction, None) of a linear call or attend; (None, reason)."""
+  ndim = x.ndim
+  if method == 'attend':
+    spec = contraction.of_attend(ndim)
+  elif isinstance(module, nnx.Linear):
+    if module.dot_general is not jax.lax.dot_general:
+      return None, 'uses a custom dot_general'
+    spec = contraction.of_linear(ndim, module.bias is not None)
+  elif isinstance(module, nnx.LinearGeneral):
+    if module.dot_general is not None or module.dot_general_cls is not None:
+      return None, 'uses a custom dot_general'
+    spec = contraction.of_linear_general(
+        ndim, module.axis, tuple(module.batch_axis), len(module.out_features),
+        module.bias is not None)
+  else:
+    if module.einsum_op is not jnp.einsum:
+      return None, 'uses a custom einsum_op'
+    einsum_str = kwargs.get('einsum_str') or module.einsum_str
+    spec = contraction.of_einsum(str(einsum_str), ndim, module.kernel.ndim,
+                                 module.bias is not None)
+  if isinstance(spec, str):
+    return None, spec
+  if module.promote_dtype is not nnx_dtypes.promote_dtype:
+    return None, 'uses a custom promote_dtype'
+  reason = contraction.problem(spec)
+  return (None, reason) if reason else (spec, None)
+
+
+def _call_problem(layer, module, method, x, kwargs, size) -> Optional[str]:
+  for k, v in kwargs.items():
+    if k == 'einsum_str' and isinstance(module, nnx.Einsum):
+      continue
+    if k not in _ALLOWED_KWARGS or not any(v is a for a in _ALLOWED_KWARGS[k]):
+      return f'called with keyword argument {k}={v!r}'
+  shape = getattr(x, 'shape', ())
+  if not shape or shape[0] != size:
+    hint = ('; look up positions per example, e.g. with '
+            'jnp.broadcast_to(positions, tokens.shape)'
+            if layer.kind == 'embed' and method == '__call__' else '')
+    return (f'input of shape {shape} has no leading example axis of size '
+            f'{size}{hint}')
+  if layer.kind == 'conv' and len(shape) < len(module.kernel_size) + 2:
+    return f'input of shape {shape} has no batch axis'
+  if isinstance(module, nnx.BatchNorm) and not (
+      kwargs.get('use_running_average') or module.use_running_average):
+    return ('BatchNorm in training mode couples the examples of a batch; run '
+            'the model in inference mode (model.eval(), as from_nnx does)')
+  return None
+
+
+def _call_info(layer, module, method, x, kwargs):
+  """(info, None) for the rules, or (None, reason)."""
+  if layer.kind == 'linear' or method == 'attend':
+    spec, reason = _contraction_of(module, method, x, kwargs)
+    return ({'spec': spec}, None) if reason is None else (None, reason)
+  if layer.kind == 'embed':
+    return {'vocab': module.num_embeddings}, None
+  if layer.kind == 'conv':
+    return _conv_info(module), None
+  return {}, None
+
+
+def _plan_hook(layer, p_in, size, top):
+  def hook(module, base_call, args, kwargs):
+    method = base_call.__name__
+    x, named = split_args(base_call, module, args, kwargs)
+    problem = named if x is None else None
+    if problem is None and jex_core.get_opaque_trace_state(
+        convention=_TRACE_CONVENTION) != top:
+      problem = ('is called inside a JAX transformation of the loss (jit, '
+                 'scan, vmap, checkpoint, ...); ghost norms need direct calls')
+    if problem is None:
+      problem = _call_problem(layer, module, method, x, named, size)
+    if problem is None:
+      info, problem = _call_info(layer, module, method, x, named)
+    if problem is not None:
+      layer.flag(problem)
+      return base_call(module, *args, **kwargs)
+    p = {name: p_in[name] for name in layer.params}
+    z = module_hooks.pure_apply(module, base_call, named)(p, x)
+    z_shape = getattr(z, 'shape', ())
+    if z_shape[:1] != (size,):
+      layer.flag(f'output of shape {z_shape} has no leading example axis of '
+                 f'size {size}')
+    else:
+      layer.calls.append(Call(method, named, info, tuple(x.shape),
+                              tuple(z_shape), z.dtype))
+    return z
+  return hook
+
+
+# ------------------------------------------------------------------- forms
+def _positions(call: Call) -> int:
+  if call.method == 'attend':
+    return math.prod(call.x_shape[1:-1])
+  return math.prod(call.x_shape[1:])
+
+
+def _linear_forms(layer, forced) -> Dict[str, str]:
+  specs = [c.info['spec'] for c in layer.calls]
+  forms = {'bias': 'materialize'} if 'bias' in layer.params else {}
+  in_kernel = {s.example_in_kernel for s in specs}
+  if in_kernel == {True}:   # per-example kernel slices: batch-grad slices
+    return {'kernel': 'materialize', **forms}
+  if len(in_kernel) > 1:
+    layer.flag('is called with and without the example axis in its kernel')
+    return forms
+  first = specs[0].partition
+  for s in specs[1:]:
+    p = s.partition
+    if p != first and p != (first[0], first[2], first[1]):
+      layer.flag('contracts its kernel along different axes in its calls')
+      return forms
+  sizes = [contraction.dims(s, c.x_shape, c.z_shape)
+           for s, c in zip(specs, layer.calls)]
+  positions = sum(t for _, t, _, _ in sizes)
+  _, _, k, n = sizes[0]
+  return {'kernel': ghost_rules.choose_form(positions, k, n, forced=forced),
+          **forms}
+
+
+def _embed_forms(layer, forced, table_shape) -> Dict[str, str]:
+  vocab, feat = table_shape
+  positions = sum(_positions(c) for c in layer.calls)
+  lookups = [c for c in layer.calls if c.method != 'attend']
+  if lookups and lookups[0].info['vocab'] <= 1:
+    form = 'materialize'  # nnx.Embed broadcasts a 1-row table: no jnp.take
+  elif len(lookups) == len(layer.calls):
+    gram = forced == 'gram' or (
+        forced is None and positions * positions * (feat + 1) <= vocab * feat)
+    form = 'gram' if gram else 'materialize'
+  else:
+    form = ghost_rules.choose_form(positions, feat, vocab, forced=forced)
+  return {'embedding': form}
+
+
+def _conv_forms(layer, forced, kernel_shape) -> Dict[str, str]:
+  forms = {'bias': 'materialize'} if 'bias' in layer.params else {}
+  if len(layer.calls) > 1:
+    return {'kernel': 'materialize', **forms}
+  call = layer.calls[0]
+  d_in = math.prod(kernel_shape[:-1])
+  form = ghost_rules.choose_form(
+      math.prod(call.z_shape[1:-1]), d_in, call.z_shape[-1],
+      gram_ok=call.info['gram_ok'], forced=forced)
+  return {'kernel': form, **forms}
+
+
+def _forms(layer, forced, params) -> Dict[str, str]:
+  """{param name: form} of a layer whose calls are all recorded."""
+  if not layer.calls:
+    return {name: 'unused' for name in layer.params}
+  p = module_hooks.get_path(params, layer.path)
+  if layer.kind == 'linear':
+    return _linear_forms(layer, forced)
+  if layer.kind == 'embed':
+    return _embed_forms(layer, forced, p['embedding'].shape)
+  if layer.kind == 'conv':
+    return _conv_forms(layer, forced, p['kernel'].shape)
+  return {name: 'materialize' for name in layer.params}
+
+
+# ------------------------------------------------------------------- plan
+def plan(loss_fn, params, chunk, size: int,
+         forced: Optional[str] = None) -> Plan:
+  """Traces the loss once; returns the `Plan` of its layers.
+
+  Args:
+    loss_fn: an `NNXLossFn` (from `from_nnx`).
+    params: its params.
+    chunk: a batch (or micro-batch) with leading example axis `size`.
+    size: the number of examples in `chunk`.
+    forced: None (cheapest form per layer), 'gram' or 'materialize'.
+
+  Returns:
+    The `Plan`: supported layers (each with its calls and forms, or a
+    `problem`) and the reasons of every param outside them.
+
+  Example (nnx.Embed used for the lookup and, tied, as the output layer):
+    >>> class Tied(nnx.Module):
+    ...   def __init__(self):
+    ...     self.embed = nnx.Embed(7, 4, rngs=nnx.Rngs(0))
+    ...   def __call__(self, tokens):
+    ...     return self.embed.attend(jnp.tanh(self.embed(tokens)))
+    >>> tied_loss, tied_params = from_nnx(
+    ...     Tied(), lambda model, b: model(b['x']).sum((1, 2)))
+    >>> p = plan(tied_loss, tied_params, {'x': jnp.zeros((2, 1), int)}, 2)
+    >>> [c.method for c in p.layers[('embed',)].calls]
+    ['__call__', 'attend']
+    >>> p.layers[('embed',)].forms, p.fallback()
+    ({'embedding': 'gram'}, {})
+  """
+  layers, unsupported = _inventory(loss_fn.model(params))
+
+  def traced(p_out, p_in, chunk):
+    top = jex_core.get_opaque_trace_state(convention=_TRACE_CONVENTION)
+    model = loss_fn.model(p_out)
+    nodes = dict(nnx.iter_graph(model))
+    hooked = [(nodes[path], _plan_hook(layer,
+                                       module_hooks.get_path(p_in, path),
+                                       size, top))
+              for path, layer in layers.items()]
+    with module_hooks.intercepted(hooked, METHODS):
+      return jnp.sum(loss_fn.loss(model, chunk))
+
+  closed = jax.make_jaxpr(traced)(params, params, chunk)
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  owner = {}
+  for i, (kpath, _) in enumerate(flat):
+    path = key_tuple(kpath)
+    if path[:-1] in layers:
+      owner[i] = layers[path[:-1]]
+  for i in jaxpr_deps.inputs_reaching_outputs(closed, len(flat)):
+    if i in owner:
+      owner[i].flag("its params are also used outside the layer's calls (e.g. "
+                    'read directly as an array)')
+  for layer in layers.values():
+    if layer.problem is None:
+      layer.forms = _forms(layer, forced, params)
+  return Plan(layers, unsupported)

@@ -4,15 +4,23 @@ r"""Step time of SGD with each robust aggregator, relative to plain SGD.
       [--cases=cnn128,mlp100,cnn512] [--nomemory]
 
 Prints a markdown table. Plain SGD = jax.grad of the mean loss + optax.sgd.
-Ratios are taken within the same run (the CPU is shared: use medians).
+Every row runs in a fresh process (`--child`), which reports the median step
+time, the first call's wall time (trace + compile + one step) and its CPU
+time, and the process's peak RSS (VmHWM: the compiler included). Ratios are
+taken within the same run (the CPU is shared: use medians; the load average
+is printed per row). Then the --interleave methods (plain SGD and winsorized
+c=4 by default) are timed round-robin in one process per case, so that load
+changes hit them alike (`harness.time_interleaved`).
 Winsorized / trimmed rows use `aggregators.factored_grads` (Dense kernels as
 outer-product factors, fused into the selection network) + the optax
 aggregator; the "old path" row uses vmap per-example grads
 (`cj.per_example_grads`).
 Memory: peak RSS (VmHWM) of a fresh process running the streaming
-`cj.winsorized_mean_grad` at B = 256 and B = 4096, micro-batch 128.
+`cj.winsorized_mean_grad` at B = 256 and B = 4096, micro-batch 128, and the
+wall time of that one call.
 """
 
+import functools
 import json
 import os
 import time
@@ -38,6 +46,15 @@ _CASES = flags.DEFINE_list('cases', ['cnn128', 'mlp100', 'cnn512'],
 _MEMORY = flags.DEFINE_bool('memory', True, 'Also measure the streaming '
                             'winsorized gradient\'s peak RSS (--nomemory: '
                             'skip).')
+_CHILD = flags.DEFINE_string('child', None, 'Internal: "CASE,INDEX", time '
+                             'method INDEX of case CASE in this process and '
+                             'print JSON.')
+_INTERLEAVE = flags.DEFINE_list(
+    'interleave', ['plain SGD', 'winsorized c=4'],
+    'Methods whose steps are also timed round-robin in one process (after '
+    'the table): load changes hit them alike. Empty: skip.')
+_INTERLEAVE_CHILD = flags.DEFINE_string('interleave_child', None, 'Internal: '
+                                        'CASE, time --interleave methods.')
 _MEM_CHILD = flags.DEFINE_string('mem_child', None, 'Internal: "B,M,C", run '
                                  'the streaming gradient once and print its '
                                  'peak RSS.')
@@ -94,6 +111,7 @@ def steps(loss_fn, b):
 
 
 def time_step(loss_fn, params, batch, grad_fn, first, reps):
+  """(median step s, first call's wall s, its CPU s) of one jitted step."""
   tx = optax.sgd(0.01) if first is None else optax.chain(first, optax.sgd(0.01))
   state = tx.init(params)
 
@@ -102,27 +120,68 @@ def time_step(loss_fn, params, batch, grad_fn, first, reps):
     updates, state = tx.update(grad_fn(params, batch), state, params)
     return optax.apply_updates(params, updates), state
 
-  t = time.perf_counter()
+  t, cpu = time.perf_counter(), time.process_time()
   jax.block_until_ready(step(params, state, batch))
-  compile_s = time.perf_counter() - t
+  compile_s, compile_cpu_s = time.perf_counter() - t, time.process_time() - cpu
   times = []
   for _ in range(reps):
     t = time.perf_counter()
     jax.block_until_ready(step(params, state, batch))
     times.append(time.perf_counter() - t)
-  return float(np.median(times)), compile_s
+  return float(np.median(times)), compile_s, compile_cpu_s
 
 
-def run_case(name, model, b, reps):
-  loss_fn, params = model
+def model_of(case):
+  """(table name, (loss_fn, params), batch size) of a case like 'cnn128'."""
+  if case.startswith('cnn'):
+    return 'CNN 421,642', cnn(), int(case[3:])
+  return 'MLP 784-256-256-256-10', mlp(), int(case[3:])
+
+
+def child(case, index, reps):
+  """Times method `index` of `case` in this (fresh) process; prints JSON."""
+  _, (loss_fn, params), b = model_of(case)
+  label, (grad_fn, first) = list(steps(loss_fn, b).items())[index]
+  sec, comp, comp_cpu = time_step(loss_fn, params, make_batch(b), grad_fn,
+                                  first, reps)
+  print(json.dumps({'label': label, 'step_s': sec, 'compile_s': comp,
+                    'compile_cpu_s': comp_cpu,
+                    'peak_rss_mib': harness.max_rss_mib()}))
+
+
+def interleave_child(case, reps):
+  """Times the --interleave methods of `case` round-robin; prints JSON."""
+  _, (loss_fn, params), b = model_of(case)
   batch = make_batch(b)
+  methods = steps(loss_fn, b)
+  fns = {}
+  for label in _INTERLEAVE.value:
+    if label not in methods:
+      continue
+    grad_fn, first = methods[label]
+    tx = (optax.sgd(0.01) if first is None
+          else optax.chain(first, optax.sgd(0.01)))
+    state = tx.init(params)
+    step = jax.jit(lambda p, s, b, tx=tx, grad_fn=grad_fn: optax.apply_updates(
+        p, tx.update(grad_fn(p, b), s, p)[0]))
+    fns[label] = functools.partial(step, params, state, batch)
+  print(json.dumps(harness.time_interleaved(fns, reps=reps, warmup=1)))
+
+
+def run_case(case, reps):
+  name, (loss_fn, _), b = model_of(case)
   rows, base = [], None
-  for label, (grad_fn, first) in steps(loss_fn, b).items():
-    sec, comp = time_step(loss_fn, params, batch, grad_fn, first, reps)
+  for index in range(len(steps(loss_fn, b))):
+    out = harness.last_json_line(harness.run_module(
+        'benchmarks.bench_aggregators',
+        [f'--child={case},{index}', f'--reps={reps}']).stdout)
+    sec = out['step_s']
     base = sec if base is None else base
-    rows.append((name, b, label, sec * 1e3, sec / base, comp))
-    print(f'| {name} | {b} | {label} | {sec * 1e3:.1f} | {sec / base:.2f}x '
-          f'| {comp:.1f} |', flush=True)
+    row = (name, b, out['label'], sec * 1e3, sec / base, out['compile_s'],
+           out['compile_cpu_s'], out['peak_rss_mib'], os.getloadavg()[0])
+    rows.append(row)
+    print('| {} | {} | {} | {:.1f} | {:.2f}x | {:.1f} | {:.1f} | {:.0f} | '
+          '{:.1f} |'.format(*row), flush=True)
   return rows
 
 
@@ -130,9 +189,11 @@ def mem_child(b, m, c):
   """Runs the streaming winsorized gradient once; prints peak RSS as JSON."""
   loss_fn, params = cnn()
   batch = make_batch(b)
+  t = time.perf_counter()
   g = cj.winsorized_mean_grad(loss_fn, params, batch, c=c, microbatch_size=m)
   jax.block_until_ready(g)
-  print(json.dumps({'peak_rss_mib': harness.max_rss_mib()}))
+  print(json.dumps({'peak_rss_mib': harness.max_rss_mib(),
+                    'first_call_s': time.perf_counter() - t}))
 
 
 def main(argv):
@@ -140,24 +201,46 @@ def main(argv):
   if _MEM_CHILD.value:
     mem_child(*map(int, _MEM_CHILD.value.split(',')))
     return
+  if _INTERLEAVE_CHILD.value:
+    interleave_child(_INTERLEAVE_CHILD.value, _REPS.value)
+    return
+  if _CHILD.value:
+    case, index = _CHILD.value.split(',')
+    child(case, int(index), _REPS.value)
+    return
   print(f'jax {jax.__version__}, backend {jax.default_backend()}, '
         f'{jax.device_count()} device(s), load average {os.getloadavg()}')
-  print('| model | batch | method | step ms | vs plain SGD | compile s |')
-  print('|---|---|---|---|---|---|')
+  print('| model | batch | method | step ms | vs plain SGD | first call s '
+        '| its CPU s | peak RSS MiB | load |')
+  print('|---|---|---|---|---|---|---|---|---|')
   for case in _CASES.value:
-    if case.startswith('cnn'):
-      run_case('CNN 421,642', cnn(), int(case[3:]), _REPS.value)
-    else:
-      run_case('MLP 784-256-256-256-10', mlp(), int(case[3:]), _REPS.value)
+    run_case(case, _REPS.value)
+  if _INTERLEAVE.value:
+    print('\nInterleaved in one process (median ms of '
+          f'{max(_REPS.value, 10)} rounds; ratio to the first):')
+    for case in _CASES.value:
+      out = harness.last_json_line(harness.run_module(
+          'benchmarks.bench_aggregators',
+          [f'--interleave_child={case}', f'--reps={max(_REPS.value, 10)}',
+           '--interleave=' + ','.join(_INTERLEAVE.value)]).stdout)
+      base = next(iter(out.values()))['median_ms']
+      print(f'{case}: ' + '; '.join(
+          f'{k} {v["median_ms"]:.1f} ({v["median_ms"] / base:.2f}x)'
+          for k, v in out.items()) + f' (load {os.getloadavg()[0]:.1f})',
+            flush=True)
   if _MEMORY.value:
     m, c = 128, 4
-    rss = {b: harness.peak_rss_of('benchmarks.bench_aggregators',
-                                  [f'--mem_child={b},{m},{c}'])
+    out = {b: harness.last_json_line(harness.run_module(
+        'benchmarks.bench_aggregators', [f'--mem_child={b},{m},{c}']).stdout)
            for b in (256, 4096)}
+    rss = {b: o['peak_rss_mib'] for b, o in out.items()}
     print(f'\nstreaming winsorized_mean_grad (CNN, c={c}, '
           f'microbatch {m}), peak RSS (VmHWM) of a fresh process: '
           f'B=256 {rss[256]:.0f} MiB, B=4096 {rss[4096]:.0f} MiB, '
-          f'ratio {rss[4096] / rss[256]:.2f}', flush=True)
+          f'ratio {rss[4096] / rss[256]:.2f}; first call (trace, compile, '
+          f'run) {out[256]["first_call_s"]:.1f} s / '
+          f'{out[4096]["first_call_s"]:.1f} s, load {os.getloadavg()[0]:.1f}',
+          flush=True)
   print(f'load average at end {os.getloadavg()}')
 
 

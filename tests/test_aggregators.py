@@ -307,6 +307,53 @@ def test_long_inputs_stream_in_blocks_and_match_numpy(n, c, monkeypatch):
     assert np.isnan(out[4]) and not np.isnan(np.delete(out, 4)).any()
 
 
+@pytest.mark.parametrize('b', [9, 21])  # one network / streamed blocks
+def test_packed_leaves_match_numpy_per_leaf(b, monkeypatch):
+  # Leaves of at most PACK_MAX_SIZE values per row share one network per
+  # dtype (OuterRows among them materialized); larger ones stay alone.
+  monkeypatch.setattr(order_stats, 'PACK_MAX_SIZE', 12)
+  monkeypatch.setattr(order_stats, 'MAX_UNROLLED_ROWS', 8)
+  rng = np.random.default_rng(b)
+  ints = lambda *shape: rng.integers(-3, 4, size=shape).astype(np.float32)
+  a_small, d_small = rng.normal(size=(b, 3)), rng.normal(size=(b, 2))
+  a_big, d_big = rng.normal(size=(b, 4)), rng.normal(size=(b, 5))
+  rows = {'w': rng.normal(size=(b, 5, 3)), 'b': ints(b, 4),
+          'half': ints(b, 3), 'outer_small': (a_small, d_small),
+          'outer_big': (a_big, d_big)}
+  rows['w'][0, 0, 0] = 1e6
+  rows['b'][b - 1, 2] = np.inf
+  tree = {'w': jnp.asarray(rows['w'], jnp.float32),
+          'b': jnp.asarray(rows['b']),
+          'half': jnp.asarray(rows['half'], jnp.bfloat16),
+          'outer_small': aggregators.OuterRows(
+              jnp.asarray(a_small, jnp.float32), jnp.asarray(d_small,
+                                                            jnp.float32)),
+          'outer_big': aggregators.OuterRows(
+              jnp.asarray(a_big, jnp.float32), jnp.asarray(d_big,
+                                                          jnp.float32))}
+  inputs, _ = order_stats.pack_leaves(tree)
+  # w (15 values) and outer_big (20) alone; b + outer_small (4 + 6) packed
+  # as float32, half alone as bfloat16.
+  assert sorted(tuple(x.shape[1:]) for x in inputs) == [(3,), (4, 5), (5, 3),
+                                                         (10,)]
+  full = {k: np.asarray(v, np.float64) for k, v in rows.items()
+          if not k.startswith('outer')}
+  for k in ('outer_small', 'outer_big'):
+    a, d = (np.asarray(np.float32(v), np.float64) for v in rows[k])
+    full[k] = a[:, :, None] * d[:, None, :]
+  params = {k: jnp.zeros(v.shape[1:]) for k, v in full.items()}
+  for make, ref, c in ((aggregators.winsorized_mean, np_winsorized, 2),
+                       (aggregators.trimmed_mean, np_trimmed, 3)):
+    tx = make(c)
+    out = jax.jit(lambda u, t=tx: t.update(u, t.init(params))[0])(tree)
+    for k, x in full.items():
+      assert out[k].dtype == tree[k].dtype, k
+      # bfloat16: the mean of small integers rounds once (eps 2^-8).
+      rtol = 2.0 ** -8 if k == 'half' else RTOL
+      np.testing.assert_allclose(np.asarray(out[k], np.float64), ref(x, c),
+                                 rtol, ATOL, err_msg=k)
+
+
 # ------------------------------------------ ties at both bounds (issue 8.1)
 
 

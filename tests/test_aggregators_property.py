@@ -9,14 +9,15 @@ stay cheap to draw and failures still shrink.
 
 Every code path is covered: the mean (c = 0), the unrolled network (B <=
 MAX_UNROLLED_ROWS, c <= MAX_NETWORK_C), the two streamed passes (B >
-MAX_UNROLLED_ROWS), the jnp.sort fallback (c > MAX_NETWORK_C), the median's
-network (B <= MAX_NETWORK_SORT) and sort, and the streaming gradients over
-micro-batches of 7 examples. Compiling the unrolled networks at the real sizes
-(128 rows, c = 8) takes tens of seconds each on 2 CPU cores, so the default
-test shrinks MAX_UNROLLED_ROWS to 8 and MAX_NETWORK_C to 2 (same code, same
-paths, small programs; B = 8 and 9 straddle the rows boundary, c = 2 and 3
-the network / sort one); `test_real_sizes` (slow) runs the real constants at
-B in {100, 128, 129, 300, 1000} and c in {0, 1, 2, 4, 8, 9}.
+MAX_UNROLLED_ROWS, in blocks of `order_stats.block_rows()` rows and a
+remainder), the jnp.sort fallback (c > MAX_NETWORK_C), the median's network
+(B <= MAX_NETWORK_SORT) and sort, and the streaming gradients over
+micro-batches of 7 examples. The default test shrinks MAX_UNROLLED_ROWS to 8
+(so blocks of 8 rows) and MAX_NETWORK_C to 2: same code, same paths, small
+programs; B = 8 and 9 straddle the rows boundary, c = 2 and 3 the network /
+sort one. `test_real_sizes` (slow) runs the real constants at B in {32, 33,
+100, 129, 1000} (the network at its largest, one block and a remainder of
+one row, ...) and c in {0, 1, 2, 4, 8, 9}.
 
 Tolerance. The input is float32; the reference sorts the same values in
 float64, so the only error is float32 summation (order statistics themselves
@@ -237,7 +238,7 @@ def test_every_aggregator_matches_numpy(b, spec):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('b', [100, 128, 129, 300, 1000])
+@pytest.mark.parametrize('b', [32, 33, 100, 129, 1000])
 @settings(max_examples=4, **COMMON)
 @given(spec=structures())
 def test_real_sizes(b, spec):
@@ -250,3 +251,6 @@ def test_small_consts_cover_every_path():
   cs = {arg for _, kind, arg, _ in cases(300, SMALL_CONSTS) if kind == 'trimmed'}
   assert {0, 1, net_c, net_c + 1} <= cs  # mean, network / two-pass, sort
   assert rows == 8 and MICROBATCH < rows  # B = 8 network, 9 two-pass
+  with patched(SMALL_CONSTS):
+    assert order_stats.block_rows() == rows  # 9 = one block + a remainder
+  assert REAL_CONSTS['MAX_UNROLLED_ROWS'] == 32  # test_real_sizes: B = 32, 33

@@ -10,10 +10,15 @@ chain): `rolling_median` (RM3), `rolling_mean` (RA3), `periodic_median` (M3).
 outer-product factors, which the per-example transforms consume without
 materializing them.
 
-Example:
+Example (jit the step: run eagerly, every operation compiles on its own):
   >>> opt = optax.chain(winsorized_mean(c=2), optax.sgd(0.1))
-  >>> updates, state = opt.update(factored_grads(loss_fn, params, batch),
-  ...                             opt.init(params), params)
+  >>> @jax.jit
+  ... def step(params, state, batch):
+  ...   grads = factored_grads(loss_fn, params, batch)  # Dense kernels as factors
+  ...   return opt.update(grads, state, params)
+  >>> updates, state = step(params, opt.init(params), batch)
+  >>> updates['layers'][0]['kernel'].shape
+  (784, 32)
 """
 
 from coherence_jax.aggregators.coordinatewise import coordinate_median

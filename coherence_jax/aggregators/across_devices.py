@@ -141,13 +141,18 @@ def _zeros_like_rows(x):
 
 
 def _global_bounds_of(updates: PyTree, c: int, axis_name):
-  """(varying updates, global B, per-leaf global (x_(c+1), x_(B-c)))."""
+  """(inputs, unpack, global B, per-input global (x_(c+1), x_(B-c))).
+
+  The inputs are the varying updates' leaves packed into few arrays
+  (`order_stats.pack_leaves`: one network per input, not per leaf);
+  `unpack` maps per-input results back to the updates' structure.
+  """
   updates = mesh_axes.as_varying(updates, axis_name)
   size = _leading_size(updates) * num_devices(axis_name)
+  inputs, unpack = order_stats.pack_leaves(updates)
   bounds = global_bounds(
-      updates, _map(lambda x: order_stats.extreme_rows(x, c), updates), c,
-      axis_name)
-  return updates, size, bounds
+      inputs, [order_stats.extreme_rows(x, c) for x in inputs], c, axis_name)
+  return inputs, unpack, size, bounds
 
 
 def winsorized_mean(updates: PyTree, c: int,
@@ -164,10 +169,11 @@ def winsorized_mean(updates: PyTree, c: int,
   """
   if c == 0:
     return mean(updates, axis_name)
-  updates, size, bounds = _global_bounds_of(updates, c, axis_name)
-  sums = _map(lambda x, b: order_stats.clipped_sum_fold(
-      _zeros_like_rows(x), x, b[0], b[1]), updates, bounds)
-  return jax.tree.map(lambda s: s / size, jax.lax.psum(sums, axis_name))
+  inputs, unpack, size, bounds = _global_bounds_of(updates, c, axis_name)
+  sums = [order_stats.clipped_sum_fold(_zeros_like_rows(x), x, lo, hi)
+          for x, (lo, hi) in zip(inputs, bounds)]
+  return jax.tree.map(lambda s: s / size,
+                      unpack(jax.lax.psum(sums, axis_name)))
 
 
 def trimmed_mean(updates: PyTree, c: int,
@@ -189,16 +195,17 @@ def trimmed_mean(updates: PyTree, c: int,
   """
   if c == 0:
     return mean(updates, axis_name)
-  updates, size, bounds = _global_bounds_of(updates, c, axis_name)
+  inputs, unpack, size, bounds = _global_bounds_of(updates, c, axis_name)
 
-  def local(x, b):
+  def local(x, lo, hi):
     init = order_stats.vary_like(
         order_stats.strict_middle_init(x.shape[1:], x.dtype), x)
-    return order_stats.strict_middle_fold(init, x, b[0], b[1])
+    return order_stats.strict_middle_fold(init, x, lo, hi)
 
-  acc = jax.lax.psum(_map(local, updates, bounds), axis_name)
-  return _map(lambda _, a, b: order_stats.trimmed_from_middle(
-      a, b[0], b[1], size, c), updates, acc, bounds)
+  acc = jax.lax.psum([local(x, lo, hi) for x, (lo, hi) in zip(inputs, bounds)],
+                     axis_name)
+  return unpack([order_stats.trimmed_from_middle(a, lo, hi, size, c)
+                 for a, (lo, hi) in zip(acc, bounds)])
 
 
 def group_means(updates: PyTree, num_groups: int,

@@ -20,8 +20,19 @@ Inputs may also be `LazyRows` (e.g. per-example Dense-layer gradients kept as
 outer-product factors, factored_dense.py): row i is computed inside the
 network, so XLA fuses it into the selection loop and the [n, ...] tensor is
 never materialized. Longer inputs (n > MAX_UNROLLED_ROWS) are streamed in
-blocks of rows with `lax.scan`: first the clipping bounds x_(c+1), x_(n-c)
-(`thresholds`), then the clipped sum, so code size does not grow with n.
+blocks of BLOCK_ROWS rows with `lax.scan`: first the clipping bounds x_(c+1),
+x_(n-c) (`thresholds`), then the clipped sum, so code size does not grow
+with n.
+
+Compile time versus step time (XLA:CPU; measured in
+benchmarks/README_aggregators.md). The one-pass network is the cheapest to
+run (about 4c + 3 elementwise ops per value, one fused loop), but its compile
+time grows faster than linearly with the rows it unrolls, hence
+MAX_UNROLLED_ROWS = 32. The streamed passes compile one block of BLOCK_ROWS
+rows whatever n, but their first pass costs about 3x the ops: XLA:CPU
+computes each output of a fusion in its own loop, so carrying the 2(c+1)
+bound registers from block to block recomputes register k's chain for every
+k. `pack_leaves` makes one network per packed input, not one per leaf.
 
 NaN policy: NaN propagates. `max`/`min` propagate NaN in XLA, so a NaN in any
 of a coordinate's values makes that coordinate's result NaN; the sort fallback
@@ -29,7 +40,8 @@ checks explicitly. +-inf are ordinary, ordered values: they are clipped or
 trimmed like any other extreme value.
 """
 
-from typing import Any, NamedTuple, Tuple
+import math
+from typing import Any, Callable, List, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +53,10 @@ from coherence_jax import reductions
 # Above these sizes the unrolled networks cost more to compile than they save.
 MAX_NETWORK_C = 8       # winsorized / trimmed mean: c largest + c smallest.
 MAX_NETWORK_SORT = 16   # full sort of n values (medians of few groups).
-MAX_UNROLLED_ROWS = 128  # longer inputs stream through in blocks of rows.
+MAX_UNROLLED_ROWS = 32  # one-pass network; longer inputs stream in blocks.
+BLOCK_ROWS = 16         # rows per scanned block of the streamed passes.
+PACK_MAX_SIZE = 1 << 15  # leaves of at most this many values per row share
+                         # one network (`pack_leaves`).
 
 
 class LazyRows:
@@ -168,11 +183,16 @@ def summarize(x, c: int) -> Extremes:
   n = x.shape[0]
   if n < 2 * c:
     raise ValueError(f'summarize: needs at least 2c = {2 * c} rows, got {n}.')
-  if not isinstance(x, LazyRows):
-    # Materialize x: otherwise XLA may fuse x's producer (e.g. the per-example
-    # gradient's elementwise tail) into the network and recompute it per use.
-    x = jax.lax.optimization_barrier(x)
-  return _summarize_block(x, c)
+  return _summarize_block(materialized_inputs(x), c)
+
+
+def materialized_inputs(x):
+  """An array x behind an optimization barrier (LazyRows pass unchanged).
+
+  Otherwise XLA may fuse x's producer (e.g. the per-example gradient's
+  elementwise tail) into the network and recompute it for every use.
+  """
+  return x if isinstance(x, LazyRows) else jax.lax.optimization_barrier(x)
 
 
 def merge(a: Extremes, b: Extremes) -> Extremes:
@@ -231,9 +251,14 @@ def vary_like(tree, x):
   return mesh_axes.as_varying(tree, axes) if axes else tree
 
 
+def block_rows() -> int:
+  """Rows per scanned block of the streamed passes (<= MAX_UNROLLED_ROWS)."""
+  return min(BLOCK_ROWS, MAX_UNROLLED_ROWS)
+
+
 def _fold_blocks(x, init, fold_block):
-  """Folds the rows of x in blocks of <= MAX_UNROLLED_ROWS (scan + remainder)."""
-  return microbatch.microbatched(fold_block, x, MAX_UNROLLED_ROWS,
+  """Folds the rows of x in blocks of `block_rows()` (scan + remainder)."""
+  return microbatch.microbatched(fold_block, x, block_rows(),
                                  combine='fold', init=vary_like(init, x))
 
 
@@ -269,8 +294,7 @@ def thresholds_from(regs) -> Tuple[jax.Array, jax.Array]:
 
 def thresholds(x, c: int) -> Tuple[jax.Array, jax.Array]:
   """(x_(c+1), x_(n-c)) per coordinate: the clipping bounds of winsorizing."""
-  if not isinstance(x, LazyRows):
-    x = jax.lax.optimization_barrier(x)
+  x = materialized_inputs(x)
   return thresholds_from(
       threshold_fold(threshold_init(x.shape[1:], x.dtype, c), x))
 
@@ -424,6 +448,7 @@ def winsorized_mean(x, c: int) -> jax.Array:
   if c <= MAX_NETWORK_C:
     if n <= MAX_UNROLLED_ROWS:
       return winsorized_from(summarize(x, c), n)
+    x = materialized_inputs(x)
     lo, hi = thresholds(x, c)
     return clipped_sum(x, lo, hi) / n
   s, middle = _sorted_middle(x, c)
@@ -438,12 +463,106 @@ def trimmed_mean(x, c: int) -> jax.Array:
   if c <= MAX_NETWORK_C:
     if n <= MAX_UNROLLED_ROWS:
       return trimmed_from(summarize(x, c), n)
+    x = materialized_inputs(x)
     lo, hi = thresholds(x, c)
     acc = strict_middle_fold(strict_middle_init(x.shape[1:], x.dtype), x,
                              lo, hi)
     return trimmed_from_middle(acc, lo, hi, n, c)
   _, middle = _sorted_middle(x, c)
   return _nan_to_all(x, middle / (n - 2 * c))
+
+
+def _pack_plan(row_shapes, dtypes) -> List[List[int]]:
+  """Groups of leaf indices, one per input (see `pack_leaves`)."""
+  plan, small = [], {}
+  for i, (shape, dtype) in enumerate(zip(row_shapes, dtypes)):
+    if math.prod(shape) <= PACK_MAX_SIZE:
+      small.setdefault(jnp.dtype(dtype), []).append(i)
+    else:
+      plan.append([i])
+  return plan + list(small.values())
+
+
+def packed_shapes(tree) -> List[jax.ShapeDtypeStruct]:
+  """Shape and dtype of one row of each of `pack_leaves(tree)`'s inputs.
+
+  `tree` may hold anything with `.shape` ([n, ...]) and `.dtype`, e.g.
+  `jax.ShapeDtypeStruct`s (for the carries of a scan over blocks of rows).
+  """
+  leaves = jax.tree.leaves(tree, is_leaf=is_lazy)
+  shapes = [tuple(leaf.shape[1:]) for leaf in leaves]
+  dtypes = [leaf.dtype for leaf in leaves]
+  return [jax.ShapeDtypeStruct(shapes[group[0]] if len(group) == 1 else
+                               (sum(math.prod(shapes[i]) for i in group),),
+                               dtypes[group[0]])
+          for group in _pack_plan(shapes, dtypes)]
+
+
+def pack_leaves(tree) -> Tuple[List[Any], Callable[[List[Any]], Any]]:
+  """The leaves of `tree` [n, ...] as few inputs, one network each.
+
+  Compile time grows with the number of unrolled networks, one per input, so
+  the leaves with at most PACK_MAX_SIZE values per row are flattened and
+  concatenated along their values, one input per dtype (LazyRows among them
+  are materialized: n x at most PACK_MAX_SIZE values). Larger leaves stay
+  inputs of their own (LazyRows keep their rows lazy). A coordinate-wise
+  reduction of the packed input equals the reductions of its leaves.
+
+  Args:
+    tree: pytree of arrays or LazyRows sharing the leading axis n.
+
+  Returns:
+    (inputs, unpack): `inputs` a list of arrays / LazyRows [n, ...] (rows
+    shaped as `packed_shapes(tree)`); `unpack(outputs)` takes one reduced
+    output per input (shaped `input.shape[1:]`) and returns them in `tree`'s
+    structure.
+
+  Example:
+    >>> tree = {'b': jnp.ones((4, 2)), 'w': jnp.ones((4, 3, 2))}
+    >>> inputs, unpack = pack_leaves(tree)
+    >>> [x.shape for x in inputs]
+    [(4, 8)]
+    >>> jax.tree.map(jnp.shape, unpack([x.sum(0) for x in inputs]))
+    {'b': (2,), 'w': (3, 2)}
+  """
+  leaves = jax.tree.leaves(tree, is_leaf=is_lazy)
+  plan = _pack_plan([leaf.shape[1:] for leaf in leaves],
+                    [leaf.dtype for leaf in leaves])
+  inputs = [leaves[group[0]] if len(group) == 1 else jnp.concatenate(
+      [materialize(leaves[i]).reshape(leaves[i].shape[0], -1) for i in group],
+      axis=1) for group in plan]
+  return inputs, unpacker(tree)
+
+
+def unpacker(tree) -> Callable[[List[Any]], Any]:
+  """`pack_leaves(tree)`'s unpack, from shapes and dtypes only.
+
+  `tree` may hold anything with `.shape` ([n, ...]) and `.dtype`.
+  """
+  leaves, treedef = jax.tree.flatten(tree, is_leaf=is_lazy)
+  shapes = [tuple(leaf.shape[1:]) for leaf in leaves]
+  plan = _pack_plan(shapes, [leaf.dtype for leaf in leaves])
+
+  def unpack(outputs):
+    out = [None] * len(leaves)
+    for group, output in zip(plan, outputs):
+      if len(group) == 1:
+        out[group[0]] = output
+        continue
+      start = 0
+      for i in group:
+        size = math.prod(shapes[i])
+        out[i] = output[start:start + size].reshape(shapes[i])
+        start += size
+    return jax.tree.unflatten(treedef, out)
+
+  return unpack
+
+
+def reduce_leaves(fn: Callable[[Any], jax.Array], tree):
+  """`fn` (a coordinate-wise reduction of [n, ...]) of every leaf, packed."""
+  inputs, unpack = pack_leaves(tree)
+  return unpack([fn(x) for x in inputs])
 
 
 def median3(a: jax.Array, b: jax.Array, c: jax.Array) -> jax.Array:

@@ -80,43 +80,56 @@ def _over_microbatches(loss_fn, params, batch, microbatch_size, carry, fold):
       init=order_stats.vary_like(carry, params))
 
 
-def _leaf_map(fn, *trees):
-  return jax.tree.map(fn, *trees, is_leaf=order_stats.is_lazy)
+def _row_like(params):
+  """The per-example gradients' leaves as shapes ([1, *param.shape])."""
+  return jax.tree.map(
+      lambda p: jax.ShapeDtypeStruct((1,) + jnp.shape(p), jnp.result_type(p)),
+      params)
+
+
+def _inputs(grads):
+  """The gradients' leaves packed into few inputs (order_stats.pack_leaves).
+
+  Small leaves share one network per dtype: the number of unrolled networks,
+  and so the compile time, does not grow with the number of leaves.
+  """
+  return order_stats.pack_leaves(grads)[0]
 
 
 def _streamed_registers(loss_fn, params, batch, c, microbatch_size):
-  """Per leaf the threshold registers (c+1 largest, c+1 smallest)."""
-  init = jax.tree.map(
-      lambda p: order_stats.threshold_init(jnp.shape(p), jnp.result_type(p), c),
-      params)
+  """Per packed input the threshold registers (c+1 largest, c+1 smallest)."""
+  init = [order_stats.threshold_init(s.shape, s.dtype, c)
+          for s in order_stats.packed_shapes(_row_like(params))]
+
   def fold(regs, grads):
-    return jax.tree.map(lambda _, r, g: order_stats.threshold_fold(r, g),
-                        params, regs, grads)
+    return [order_stats.threshold_fold(r, x)
+            for r, x in zip(regs, _inputs(grads))]
 
   return _over_microbatches(loss_fn, params, batch, microbatch_size, init, fold)
 
 
 def streamed_bounds(loss_fn, params: PyTree, batch: PyTree, c: int,
                     microbatch_size: int,
-                    axis_name: mesh_axes.AxisName = None) -> PyTree:
-  """Per leaf (x_(c+1), x_(B-c)) of the per-example gradients; traceable.
+                    axis_name: mesh_axes.AxisName = None) -> list:
+  """Per packed input (x_(c+1), x_(B-c)) of the per-example gradients.
 
-  With `axis_name` (params already cast to vary over it), the bounds of the
-  global batch: each device's registers are gathered and merged (2(c+1) * D
-  values per coordinate), invariant over the axis.
+  Traceable. The inputs are `order_stats.pack_leaves` of the gradients
+  (`order_stats.unpacker(_row_like(params))` maps per-input results back to
+  params). With `axis_name` (params already cast to vary over it), the
+  bounds of the global batch: each device's registers are gathered and
+  merged (2(c+1) * D values per coordinate), invariant over the axis.
   """
   regs = _streamed_registers(loss_fn, params, batch, c, microbatch_size)
   if axis_name is None:
-    return jax.tree.map(lambda _, r: order_stats.thresholds_from(r), params,
-                        regs)
-  extremes = jax.tree.map(lambda _, r: (jnp.stack(r[0]), jnp.stack(r[1])),
-                          params, regs)
-  return across_devices.global_bounds(params, extremes, c, axis_name)
+    return [order_stats.thresholds_from(r) for r in regs]
+  extremes = [(jnp.stack(r[0]), jnp.stack(r[1])) for r in regs]
+  return across_devices.global_bounds(
+      order_stats.packed_shapes(_row_like(params)), extremes, c, axis_name)
 
 
 def _one_pass(reduce_fn, loss_fn, params, batch):
   grads = factored_dense.factored_grads(loss_fn, params, batch)
-  return _leaf_map(reduce_fn, grads)
+  return order_stats.reduce_leaves(reduce_fn, grads)
 
 
 def _small(size, microbatch_size):
@@ -125,11 +138,6 @@ def _small(size, microbatch_size):
 
 def _psum(tree, axis_name):
   return tree if axis_name is None else jax.lax.psum(tree, axis_name)
-
-
-def _split(params, bounds):
-  return (jax.tree.map(lambda _, b: b[0], params, bounds),
-          jax.tree.map(lambda _, b: b[1], params, bounds))
 
 
 def winsorized_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
@@ -179,15 +187,19 @@ def winsorized_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
             lambda a, x: a + order_stats.sum_rows(x), acc, g,
             is_leaf=order_stats.is_lazy))
     return jax.tree.map(lambda s: s / size, _psum(total, axis_name))
-  lo, hi = _split(params, streamed_bounds(loss_fn, params, batch, c,
-                                          microbatch_size, axis_name))
+  bounds = streamed_bounds(loss_fn, params, batch, c, microbatch_size,
+                           axis_name)
+  specs = order_stats.packed_shapes(_row_like(params))
 
   def fold(acc, grads):
-    return jax.tree.map(order_stats.clipped_sum_fold, acc, grads, lo, hi)
+    return [order_stats.clipped_sum_fold(a, x, lo, hi)
+            for a, x, (lo, hi) in zip(acc, _inputs(grads), bounds)]
 
-  total = _over_microbatches(loss_fn, params, batch, microbatch_size, zeros,
+  total = _over_microbatches(loss_fn, params, batch, microbatch_size,
+                             [jnp.zeros(s.shape, s.dtype) for s in specs],
                              fold)
-  return jax.tree.map(lambda s: s / size, _psum(total, axis_name))
+  unpack = order_stats.unpacker(_row_like(params))
+  return jax.tree.map(lambda s: s / size, unpack(_psum(total, axis_name)))
 
 
 def trimmed_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
@@ -226,18 +238,17 @@ def trimmed_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
     return winsorized_mean_grad(loss_fn, params, batch, c=0,
                                 microbatch_size=microbatch_size,
                                 axis_name=axis_name)
-  lo, hi = _split(params, streamed_bounds(loss_fn, params, batch, c,
-                                          microbatch_size, axis_name))
-  init = jax.tree.map(
-      lambda p: order_stats.strict_middle_init(jnp.shape(p), jnp.result_type(p)),
-      params)
+  bounds = streamed_bounds(loss_fn, params, batch, c, microbatch_size,
+                           axis_name)
+  init = [order_stats.strict_middle_init(s.shape, s.dtype)
+          for s in order_stats.packed_shapes(_row_like(params))]
 
   def fold(acc, grads):
-    return jax.tree.map(lambda _, a, g, l, h: order_stats.strict_middle_fold(
-        a, g, l, h), params, acc, grads, lo, hi)
+    return [order_stats.strict_middle_fold(a, x, lo, hi)
+            for a, x, (lo, hi) in zip(acc, _inputs(grads), bounds)]
 
   acc = _psum(_over_microbatches(loss_fn, params, batch, microbatch_size, init,
                                  fold), axis_name)
-  return jax.tree.map(
-      lambda _, a, l, h: order_stats.trimmed_from_middle(a, l, h, size, c),
-      params, acc, lo, hi)
+  unpack = order_stats.unpacker(_row_like(params))
+  return unpack([order_stats.trimmed_from_middle(a, lo, hi, size, c)
+                 for a, (lo, hi) in zip(acc, bounds)])

@@ -1,0 +1,1 @@
+"""Coherence through grokking: m-coherence of per-example gradients on (a + b) mod p."""

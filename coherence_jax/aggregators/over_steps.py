@@ -59,8 +59,12 @@ def _mean_over_window(buf: jax.Array) -> jax.Array:
   return sum(buf[i] for i in range(buf.shape[0])) / buf.shape[0]
 
 
-def _rolling(name, window, reduce_fn) -> optax.GradientTransformation:
+def _rolling(name, window, reduce_fn,
+             skip_until_full: bool) -> optax.GradientTransformation:
   _check_window(window, name)
+  if not isinstance(skip_until_full, bool):
+    raise ValueError(f'{name}: skip_until_full must be True or False, got '
+                     f'{skip_until_full!r}.')
 
   def init_fn(params):
     return RollingState(buffer=_init_buffer(params, window),
@@ -79,33 +83,51 @@ def _rolling(name, window, reduce_fn) -> optax.GradientTransformation:
     buffer = jax.tree.map(push, state.buffer, updates)
     out = jax.tree.map(lambda b, g: reduce_fn(b).astype(g.dtype), buffer,
                        updates)
+    if skip_until_full:  # the buffer holds count + 1 real gradients now
+      full = state.count + 1 >= window
+      out = jax.tree.map(lambda o: jnp.where(full, o, jnp.zeros_like(o)), out)
     return out, RollingState(buffer, optax.safe_int32_increment(state.count))
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def rolling_median(window: int = 3) -> optax.GradientTransformation:
+def rolling_median(window: int = 3, *, skip_until_full: bool = False
+                   ) -> optax.GradientTransformation:
   """RM3: median of the current gradient and the previous `window - 1`.
 
   The ring buffer is seeded with `window` copies of the FIRST gradient seen
   (not with init's argument), so step 0 returns g0, step 1 median(g0, g0, g1).
+  With `skip_until_full=True` (the authors' PyTorch RM3, google-research
+  `coherent_gradients`) the first `window - 1` steps return zero updates
+  instead: no step is taken until the buffer holds `window` real gradients.
+  From step `window - 1` on, both give the same updates.
   Works on ordinary gradients, anywhere in a chain. Put
-  `optax.add_decayed_weights` before it to decay each buffered gradient.
+  `optax.add_decayed_weights` before it to decay each buffered gradient
+  (after it, a "skipped" step would still apply the decay).
 
   Example:
     >>> opt = optax.chain(rolling_median(3), optax.sgd(0.1))
+    >>> ref = rolling_median(3, skip_until_full=True)
+    >>> state = ref.init(jnp.zeros(2))
+    >>> out, state = ref.update(jnp.ones(2), state)
+    >>> out.tolist()   # step 0: the buffer holds 1 gradient, no step
+    [0.0, 0.0]
 
   Args:
     window: gradients in the median (the current one included).
+    skip_until_full: False: steps 0..window-2 use the seeded buffer (g0
+      repeated); True: they return zeros (the reference behaviour).
 
   Returns:
     A `GradientTransformation` with `RollingState` (buffer in
     `buffer_dtype(param dtype)`); updates keep the incoming updates' dtype.
   """
-  return _rolling('rolling_median', window, _median_over_window)
+  return _rolling('rolling_median', window, _median_over_window,
+                  skip_until_full)
 
 
-def rolling_mean(window: int = 3) -> optax.GradientTransformation:
+def rolling_mean(window: int = 3, *, skip_until_full: bool = False
+                 ) -> optax.GradientTransformation:
   """RA3, the control for RM3: the mean of the same buffered gradients.
 
   Example:
@@ -113,11 +135,13 @@ def rolling_mean(window: int = 3) -> optax.GradientTransformation:
 
   Args:
     window: gradients in the mean (the current one included).
+    skip_until_full: as in `rolling_median`: zero updates until the buffer
+      holds `window` gradients (pair it with RM3's setting for a control).
 
   Returns:
     A `GradientTransformation` with `RollingState`, as `rolling_median`.
   """
-  return _rolling('rolling_mean', window, _mean_over_window)
+  return _rolling('rolling_mean', window, _mean_over_window, skip_until_full)
 
 
 class PeriodicMedianState(NamedTuple):

@@ -1,12 +1,20 @@
 """Pieces shared by the experiments, one job per module:
 
-  loop              the resumable training loop (checkpoints, metrics, checks)
+  loop              the resumable training loop (checkpoints, metrics, checks,
+                    per-example records, progress lines)
   checkpoints       orbax save / restore-the-newest-good-one
   files             atomic writes, JSON-lines metrics
   train_step        the jitted step: gradients -> Optax chain -> params
-  aggregator_specs  'winsorized:4' and friends -> (gradient fn, optimizer)
-  model, data       the MLP with its accuracy; datasets and batch order
+  aggregator_specs  'winsorized:4', 'rm3_reference' and friends ->
+                    (gradient fn, optimizer)
+  model, data       models and datasets by name; the batch order
+  nets              config.model -> loss_fn, params, per-example evaluate
+  supervised        the paper experiments' run core: noise, fit, measure
+  records           per-example records ("when learnt")
+  progress          steps/s, ETA and latest metrics through absl logging
+  entry             the absl main of an experiment (--config, --workdir)
   run_config        config.json of a workdir (changes are refused)
   validation        config checks that name the field
   schedule, plots   when to measure; the figures
+  reporting         report helpers: rows, layer picks, markdown tables
 """

@@ -6,6 +6,8 @@
   median_of_means:K   K group gradients (per_group_grads) -> coordinate_median
                       (K defaults to 3)
   rm3 / ra3           batch gradients -> rolling_median(3) / rolling_mean(3)
+  rm3_reference /     the same with skip_until_full=True: as the authors'
+  ra3_reference       PyTorch RM3, no step until 3 gradients are buffered
   m3                  periodic_median(sgd, 3): one update per 3 batch gradients
 
 Example:
@@ -24,9 +26,9 @@ from coherence_jax import aggregators
 from experiments.common import train_step
 
 KNOWN = ('mean', 'winsorized:C', 'trimmed:C', 'median_of_means:K', 'rm3',
-         'ra3', 'm3')
+         'ra3', 'rm3_reference', 'ra3_reference', 'm3')
 _WITH_ARG = {'winsorized': None, 'trimmed': None, 'median_of_means': 3}
-_NO_ARG = ('mean', 'rm3', 'ra3', 'm3')
+_NO_ARG = ('mean', 'rm3', 'ra3', 'rm3_reference', 'ra3_reference', 'm3')
 
 
 def parse(spec: str, batch_size: Optional[int] = None
@@ -82,7 +84,8 @@ def _check_value(spec: str, name: str, value: int,
                      f'size {batch_size}; use C <= {(batch_size - 1) // 2}.')
 
 
-def build(spec: str, loss_fn, learning_rate: float
+def build(spec: str, loss_fn, learning_rate: float,
+          momentum: Optional[float] = None
           ) -> Tuple[train_step.GradFn, optax.GradientTransformation]:
   """(grad_fn(params, batch), optimizer) for an aggregator spec.
 
@@ -90,13 +93,14 @@ def build(spec: str, loss_fn, learning_rate: float
     spec: an aggregator name (see the module docstring).
     loss_fn: `loss_fn(params, batch) -> [B]` per-example losses.
     learning_rate: the SGD learning rate.
+    momentum: SGD momentum (None or 0: none, as the papers' M3 family).
 
   Returns:
     The gradient function whose output the optimizer's first transform takes,
     and the optimizer (aggregator first, then SGD).
   """
   name, arg = parse(spec)
-  sgd = optax.sgd(learning_rate)
+  sgd = optax.sgd(learning_rate, momentum=momentum or None)
   mean_grad = train_step.mean_grad(loss_fn)
   if name == 'mean':
     return mean_grad, sgd
@@ -116,4 +120,8 @@ def build(spec: str, loss_fn, learning_rate: float
     return mean_grad, optax.chain(aggregators.rolling_median(3), sgd)
   if name == 'ra3':
     return mean_grad, optax.chain(aggregators.rolling_mean(3), sgd)
+  if name in ('rm3_reference', 'ra3_reference'):
+    rolling = (aggregators.rolling_median if name == 'rm3_reference'
+               else aggregators.rolling_mean)
+    return mean_grad, optax.chain(rolling(3, skip_until_full=True), sgd)
   return mean_grad, aggregators.periodic_median(sgd, 3)  # 'm3'

@@ -7,20 +7,29 @@ elapsed run time is saved with each checkpoint, so `seconds` counts the whole
 run across restarts. A step that makes the params non-finite stops the run
 (NonFiniteError naming the step) before anything after it is measured or
 checkpointed.
+
+Per-example records (e.g. the step at which each example was learnt) are an
+optional second pytree, updated at the measurement steps and saved in the same
+checkpoints, so a resumed run continues them exactly; the final records are
+written to `run_dir/records.npz`. Progress (step, steps/s, ETA, the latest
+metrics) is logged through absl at INFO every `progress_seconds` of work.
 """
 
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
+from absl import logging
 import jax
 import numpy as np
 
 from experiments.common import checkpoints
 from experiments.common import files
+from experiments.common import progress as progress_lib
 
 State = Any
 Row = Dict[str, Any]
+RECORDS = 'records.npz'  # the final per-example records, in the run dir
 
 
 class NonFiniteError(FloatingPointError):
@@ -34,7 +43,11 @@ def run(run_dir: str, *, state: State, total_steps: int,
         on_step: Optional[Callable[[int], None]] = None,
         log: Optional[Callable[[Row], None]] = None,
         place: Optional[Callable[[State], State]] = None,
-        writer: bool = True) -> List[Row]:
+        writer: bool = True,
+        records: Optional[Any] = None,
+        update_records: Optional[Callable[[State, Any, int], Any]] = None,
+        progress_seconds: float = 10.0,
+        name: str = '') -> List[Row]:
   """Runs steps [resumed step, total_steps]; returns every metric row.
 
   Args:
@@ -54,6 +67,14 @@ def run(run_dir: str, *, state: State, total_steps: int,
     writer: False in every process but process 0 of a multi-process run:
       metrics.jsonl is read (resume) but not written; checkpoints are saved
       by every process together (orbax coordinates them).
+    records: optional per-example records (a pytree of arrays), checkpointed
+      with the state and written to `run_dir/records.npz` (a dict of arrays)
+      when the run ends.
+    update_records: `update_records(state, records, step) -> records`, called
+      at each measurement step before `measure`. It must be idempotent at a
+      step (a resumed run repeats the measurement at its checkpoint's step).
+    progress_seconds: log progress (absl INFO) at most this often.
+    name: the run's name in the progress lines.
 
   Returns:
     All rows of the run, the resumed ones included.
@@ -67,12 +88,17 @@ def run(run_dir: str, *, state: State, total_steps: int,
                      'positive number of steps.')
   os.makedirs(run_dir, exist_ok=True)  # every process: orbax needs it
   metrics_path = os.path.join(run_dir, 'metrics.jsonl')
+  if (records is None) != (update_records is None):
+    raise ValueError('records and update_records: pass both or neither.')
   mgr = checkpoints.manager(os.path.join(run_dir, 'checkpoints'))
+  like = {'state': state, 'elapsed_seconds': np.zeros((), np.float64)}
+  if records is not None:
+    like['records'] = records
   try:
     start, saved = checkpoints.restore_newest(
-        mgr, {'state': state, 'elapsed_seconds': np.zeros((), np.float64)},
-        os.path.join(run_dir, 'corrupt_checkpoints'))
+        mgr, like, os.path.join(run_dir, 'corrupt_checkpoints'))
     start, state = start or 0, saved['state']
+    records = saved.get('records')
     if start and place is not None:
       state = place(state)
     if writer:
@@ -80,6 +106,8 @@ def run(run_dir: str, *, state: State, total_steps: int,
     else:
       rows = [r for r in files.read_rows(metrics_path) if r['step'] < start]
     clock = _Clock(float(saved['elapsed_seconds']))
+    reporter = progress_lib.Reporter(name or run_dir, start, total_steps,
+                                     progress_seconds)
     unchecked: List[Tuple[int, jax.Array]] = []
     for step in range(start, total_steps + 1):
       if on_step is not None:
@@ -90,6 +118,8 @@ def run(run_dir: str, *, state: State, total_steps: int,
         _check_finite(unchecked, mgr.latest_step())
         unchecked = []
       if measuring:
+        if records is not None:
+          records = update_records(state, records, step)
         row = {'step': step, **measure(state, step), 'seconds': clock()}
         if writer:
           files.append_row(metrics_path, row)
@@ -97,15 +127,24 @@ def run(run_dir: str, *, state: State, total_steps: int,
         if log is not None:
           log(row)
       if saving:
-        checkpoints.save(mgr, step, {
-            'state': state,
-            'elapsed_seconds': np.asarray(clock(), np.float64)})
+        saved = {'state': state,
+                 'elapsed_seconds': np.asarray(clock(), np.float64)}
+        if records is not None:
+          saved['records'] = records
+        checkpoints.save(mgr, step, saved)
       if step == total_steps:
         break
       state, finite = train_step(state, step)
       unchecked.append((step, finite))
+      reporter.maybe_log(step + 1, finite, rows[-1] if rows else None)
   finally:
     mgr.close()
+  if records is not None and writer:
+    files.write_npz(os.path.join(run_dir, RECORDS),
+                    **{k: np.asarray(jax.device_get(v))
+                       for k, v in records.items()})
+  logging.info('%s: finished %d steps in %.1f s of run time.',
+               name or run_dir, total_steps, clock())
   return rows
 
 

@@ -1,0 +1,1 @@
+"""Learning order: when each example is learnt; early stopping vs the onset of memorization."""

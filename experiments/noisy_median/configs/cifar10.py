@@ -1,0 +1,24 @@
+r"""SGD vs M3 vs RM3 vs RA3: CIFAR-10 ResNet-18 (CIFAR stem), 50 % uniform noise.
+
+  python -m experiments.noisy_median.main \
+      --config=experiments/noisy_median/configs/cifar10.py \
+      --workdir=/tmp/noisy_median_cifar10
+
+Batch 128, lr 0.1, 200 epochs, no momentum. Needs cifar10 and resnet18 by
+name (issue 11 §1-§2). Fields as in default.py.
+"""
+
+import ml_collections
+
+from experiments.noisy_median.configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = default.get_config()
+  config.data.name = 'cifar10'
+  config.model.stem = 'cifar'
+  config.train.batch_size = 128
+  config.train.epochs = 200
+  config.train.checkpoint_every_epochs = 5
+  config.measure.every_steps = 390  # about one epoch
+  return config

@@ -1,0 +1,108 @@
+"""Stability bound: α̂ of a fixed sample along each run, and the train-test gaps.
+
+Each noise level trains in `workdir/noise_<p>/` (resumable) with constant
+learning rate; every `measure.every_steps` steps it records the
+self-term-free α̂ and m-coherence of a FIXED training sample (with the run's
+labels), the mean squared per-example gradient norm, and train / test
+accuracy and loss, the test split also with labels noised like the training
+labels (the theorem's gap is within one distribution). The bound's factor is accumulated from these rows by
+`report.bound_factor`. The workdir gets config.json, summary.json, report.
+
+Example:
+  >>> from experiments.stability_bound.configs import tiny
+  >>> summary = train_and_evaluate(tiny.get_config(), '/tmp/bound')
+  >>> summary['noise_1.00']['final_factor'] > summary['noise_0.00']['final_factor']
+"""
+
+import os
+from typing import Any, Callable, Dict, Optional
+
+import ml_collections
+
+from experiments.common import data
+from experiments.common import distributed
+from experiments.common import files
+from experiments.common import supervised
+from experiments.common import validation
+from experiments.stability_bound import report
+
+NOISY_TEST_SEED = 1000  # test labels noised with noise.seed + this
+
+
+def validate(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
+  """ValueError naming the first bad experiment field."""
+  train_size = int(dataset['train']['label'].shape[0])
+  supervised.check_fraction(config, 'noise.levels', config.noise.levels)
+  validation.positive_int(config, 'measure.every_steps')
+  validation.check_sample_size(config, 'measure.sample_size', train_size)
+  validation.check(config.measure.sample_size >= 2, 'measure.sample_size',
+                   config.measure.sample_size, 'pass >= 2 (α̂ averages over '
+                   'pairs of examples)')
+  validation.positive_int(config, 'measure.microbatch_size')
+  validation.check(config.measure.method in supervised.METHODS,
+                   'measure.method', config.measure.method,
+                   f'pass one of {supervised.METHODS}')
+
+
+def run_level(s: supervised.Setup, workdir: str, p: float,
+              on_step: Optional[Callable[[int], None]] = None
+              ) -> Dict[str, Any]:
+  """Trains at noise level p in workdir/noise_<p> (resuming); its summary."""
+  config = s.config
+  run_dir = os.path.join(workdir, supervised.noise_dir(p))
+  done = supervised.finished_summary(run_dir)
+  if done is not None:
+    return done
+  noisy = supervised.load_noise(run_dir, s, config.noise.kind, p,
+                                config.noise.seed)
+  images = s.dataset['train']['image']
+  sample = supervised.sample_of(images, noisy['label'], supervised.fixed_sample(
+      config.seed, s.train_size, config.measure.sample_size))
+  train_eval = supervised.Evaluator(s.net, images, noisy['label'])
+  test_images, test_labels = supervised.test_split(s)
+  test_eval = supervised.Evaluator(s.net, test_images, test_labels)
+  # The theorem's gap is between train and test examples of ONE
+  # distribution: with noisy training labels, test labels noised alike.
+  noisy_test = supervised.noisy_labels(test_labels, config.noise.kind, p,
+                                       config.noise.seed + NOISY_TEST_SEED)
+  noisy_test_eval = supervised.Evaluator(s.net, test_images,
+                                         noisy_test['label'])
+
+  def measure(state, step):
+    coherence = supervised.coherence_row(s, state, sample,
+                                         config.measure.microbatch_size,
+                                         config.measure.method)
+    row = {k: coherence[k] for k in ('alpha_unbiased', 'm_coherence',
+                                     'mean_sq_norm')}
+    row.update(supervised.accuracy_row(*train_eval.at(state, step),
+                                       noisy['corrupt']))
+    correct, loss = test_eval.at(state, step)
+    row['test_accuracy'], row['test_loss'] = float(correct.mean()), float(
+        loss.mean())
+    correct, loss = noisy_test_eval.at(state, step)
+    row['noisy_test_accuracy'] = float(correct.mean())
+    row['noisy_test_loss'] = float(loss.mean())
+    return row
+
+  total = supervised.total_steps(s)
+  rows = supervised.fit(
+      run_dir, s, noisy['label'], measure=measure,
+      measure_steps=range(0, total, config.measure.every_steps),
+      on_step=on_step, name=f'noise {p:.2f}')
+  summary = report.summarize(rows, config.train.learning_rate)
+  if distributed.is_writer():
+    files.write_json(os.path.join(run_dir, 'summary.json'), summary)
+  return summary
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       on_step: Optional[Callable[[int], None]] = None
+                       ) -> Dict[str, Dict[str, Any]]:
+  """Runs every noise level; {noise_<p>: summary}; writes the report."""
+  s = supervised.setup(config, validate, workdir)
+  summary = {supervised.noise_dir(p): run_level(s, workdir, p, on_step)
+             for p in config.noise.levels}
+  if distributed.is_writer():
+    files.write_json(os.path.join(workdir, 'summary.json'), summary)
+    report.write_report(workdir)
+  return summary

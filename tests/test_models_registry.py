@@ -191,3 +191,19 @@ def test_bad_arguments_are_named(name, kwargs, match):
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
     models.build(name, **args)
+
+
+def test_sequence_and_vit_models_by_name():
+  """Counts from the formulas in models/transformer.py and models/vit.py."""
+  from coherence_jax.models import transformer, vit  # pylint: disable=g-import-not-at-top,g-multiple-import
+  gpt = nnx.eval_shape(lambda: models.build(
+      'transformer', num_classes=50, input_shape=(16,), rngs=nnx.Rngs(0)))
+  # (V + T)·d + L·block + 2d = 66·128 + 2·198,272 + 256, tied head.
+  assert models.num_params(gpt) == 405_248 == transformer.param_count(
+      50, 128, 2, 16, 4, True)
+  vit_model = nnx.eval_shape(lambda: models.build(
+      'vit', num_classes=10, input_shape=(28, 28, 1), rngs=nnx.Rngs(0)))
+  assert models.num_params(vit_model) == 105_098 == vit.vit_param_count(10)
+  with pytest.raises(ValueError, match=r'input_shape: got \(16, 16, 1\)'):
+    models.build('transformer', num_classes=50, input_shape=(16, 16, 1),
+                 rngs=nnx.Rngs(0))

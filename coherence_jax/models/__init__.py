@@ -15,6 +15,8 @@ Example:
 
 from coherence_jax.models.cnn import CNN
 from coherence_jax.models.losses import cross_entropy_loss
+from coherence_jax.models.losses import last_token_loss
+from coherence_jax.models.losses import next_token_loss
 from coherence_jax.models.mlp import MLP
 from coherence_jax.models.registry import NAMES
 from coherence_jax.models.registry import build
@@ -22,8 +24,12 @@ from coherence_jax.models.registry import num_params
 from coherence_jax.models.resnet import ResNet
 from coherence_jax.models.resnet import ResNet18GN
 from coherence_jax.models.resnet import ResNet50
+from coherence_jax.models.transformer import Transformer
+from coherence_jax.models.transformer import TransformerBlock
 from coherence_jax.models.vgg import VGG
-# transformer / vit exports are added here (models/transformer.py, vit.py).
+from coherence_jax.models.vit import ViT
 
-__all__ = ['CNN', 'MLP', 'NAMES', 'ResNet', 'ResNet18GN', 'ResNet50', 'VGG',
-           'build', 'cross_entropy_loss', 'num_params']
+__all__ = ['CNN', 'MLP', 'NAMES', 'ResNet', 'ResNet18GN', 'ResNet50',
+           'Transformer', 'TransformerBlock', 'VGG', 'ViT', 'build',
+           'cross_entropy_loss', 'last_token_loss', 'next_token_loss',
+           'num_params']

@@ -44,7 +44,9 @@ from coherence_jax.models.cnn import CNN
 from coherence_jax.models.mlp import MLP
 from coherence_jax.models.norms import NORMS
 from coherence_jax.models.resnet import ResNet
+from coherence_jax.models.transformer import Transformer
 from coherence_jax.models.vgg import VGG
+from coherence_jax.models.vit import ViT
 
 DEFAULT = 'default'  # `norm=DEFAULT`: the architecture's usual norm.
 # Inputs up to this height and width get the CIFAR stem / head under 'auto'.
@@ -107,6 +109,26 @@ def _vgg(depth: int, batch_norm: bool) -> Callable[..., nnx.Module]:
   return build_vgg
 
 
+def _vit(*, num_classes, input_shape, norm, rngs, patch_size: int = 7,
+         d_model: int = 64, num_heads: int = 4, num_layers: int = 2,
+         pool: str = 'cls') -> nnx.Module:
+  _no_norm('vit', norm)  # its LayerNorms are part of the architecture
+  height, width, channels = input_shape
+  return ViT(num_classes, image_size=(height, width), patch_size=patch_size,
+             in_channels=channels, d_model=d_model, num_heads=num_heads,
+             num_layers=num_layers, pool=pool, rngs=rngs)
+
+
+def _transformer(*, num_classes, input_shape, norm, rngs, d_model: int = 128,
+                 num_heads: int = 4, num_layers: int = 2,
+                 tie_embeddings: bool = True) -> nnx.Module:
+  """num_classes is the vocabulary; input_shape is (max_len,) tokens."""
+  _no_norm('transformer', norm)
+  return Transformer(num_classes, d_model, num_heads, num_layers,
+                     max_len=input_shape[0], tie_embeddings=tie_embeddings,
+                     rngs=rngs)
+
+
 _BUILDERS: Dict[str, Callable[..., nnx.Module]] = {
     'mlp': _mlp,
     'cnn': _cnn,
@@ -118,8 +140,8 @@ _BUILDERS: Dict[str, Callable[..., nnx.Module]] = {
     'vgg13_bn': _vgg(13, True),
     'vgg16': _vgg(16, False),
     'vgg16_bn': _vgg(16, True),
-    # 'transformer' and 'vit' are registered here (models/transformer.py,
-    # models/vit.py).
+    'vit': _vit,
+    'transformer': _transformer,
 }
 NAMES = tuple(_BUILDERS)
 
@@ -128,10 +150,11 @@ def _check_shape(input_shape, name: str) -> Tuple[int, ...]:
   shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else ()
   ok = shape and all(isinstance(d, numbers.Integral) and d >= 1
                      for d in shape)
-  if not ok or (name != 'mlp' and len(shape) != 3):
+  want = {'mlp': None, 'transformer': 1}.get(name, 3)
+  if not ok or (want is not None and len(shape) != want):
     raise ValueError(f'input_shape: got {input_shape!r}; pass one example\'s '
                      'shape, (height, width, channels) e.g. (32, 32, 3) '
-                     '(the mlp takes any shape).')
+                     '(the mlp takes any shape, the transformer (max_len,)).')
   return tuple(int(d) for d in shape)
 
 

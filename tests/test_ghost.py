@@ -152,7 +152,9 @@ def conv_chain(configs, channels=3):
                  for kwargs in configs])
 
 
-@pytest.mark.parametrize('name', sorted(CONV_CHAINS))
+@pytest.mark.parametrize('name', [
+    pytest.param(n, marks=pytest.mark.slow) if n == '1d' else n
+    for n in sorted(CONV_CHAINS)])
 def test_conv(name):
   x_shape, configs = CONV_CHAINS[name]
   loss_fn, params = cj.from_nnx(conv_chain(configs), smooth_loss)
@@ -207,6 +209,7 @@ def test_mlp():
   assert_matches_vmap(loss_fn, params, image_batch(6, (4, 5, 1)))
 
 
+@pytest.mark.slow  # the conv chains and test_mlp cover its layers
 def test_cnn():
   """The benchmark CNN's layers on 8x8 inputs (28x28 only costs compile time)."""
   loss_fn, params = cj.from_nnx(cj.models.CNN(image_size=8, rngs=rngs()),
@@ -241,6 +244,7 @@ class ResBlock(nnx.Module):
     lambda c: nnx.GroupNorm(c, num_groups=2, rngs=rngs()),
     lambda c: nnx.BatchNorm(c, rngs=rngs()),
 ], ids=['group_norm', 'batch_norm_eval'])
+@pytest.mark.slow  # test_norm_layers and the conv chains cover its layers
 def test_resnet_block(norm):
   model = _random_batch_stats(ResBlock(norm))
   loss_fn, params = cj.from_nnx(model, cj.models.cross_entropy_loss)
@@ -271,6 +275,7 @@ def token_batch(size, length=6, vocab=11, classes=3):
           'label': jax.random.randint(k2, (size,), 0, classes)}
 
 
+@pytest.mark.slow  # tests/test_ghost_sequence.py covers position axes
 def test_token_mixing_block():
   loss_fn, params = cj.from_nnx(TokenMixer(), cj.models.cross_entropy_loss)
   assert_forms_match_vmap(loss_fn, params, token_batch(5), [None] + FORMS)
@@ -284,6 +289,7 @@ def test_microbatches_with_remainder():
                       microbatch_size=3)
 
 
+@pytest.mark.slow  # tests/test_sharding.py runs ghost (auto) under shard_map
 def test_shard_map_equals_one_device():
   model = _random_batch_stats(ResBlock(lambda c: nnx.BatchNorm(c, rngs=rngs())))
   loss_fn, params = cj.from_nnx(model, cj.models.cross_entropy_loss)
@@ -393,6 +399,7 @@ def test_choose_form_cost_model():
   assert ghost_rules.choose_form(49, 4608, 512, gram_ok=False) == 'materialize'
 
 
+@pytest.mark.slow  # test_microbatches_with_remainder covers the remainder
 def test_example_chunks_with_remainder(monkeypatch):
   """Materialized grads are formed a few examples at a time (lax.map + tail)."""
   # conv: 3 chunks of 2 examples + 1

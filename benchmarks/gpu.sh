@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark on one GPU (see README_side_by_side.md), plus
+# Side-by-side benchmark on one GPU (see README_side_by_side.md), the same for
+# the sequence models (GPT-style transformer and ViT, README_sequence.md), plus
 # examples/second of plain / α / robust-aggregation steps for the JAX models.
 #
 #   bash benchmarks/gpu.sh              # on a GPU machine: venv, installs, runs
@@ -9,9 +10,10 @@
 #   bash benchmarks/gpu.sh --dry-run    # here (CPU): tiny shapes, PY (default
 #                                       # .venv/bin/python), never installs;
 #                                       # checks the JAX throughput part runs
+#                                       # and prints the table commands
 #
-# Env: PART (table | throughput | all, default all), PYTHON (interpreter,
-# default python3), VENV (default .venv-gpu),
+# Env: PART (table | sequence | throughput | all, default all), PYTHON
+# (interpreter, default python3), VENV (default .venv-gpu),
 # JAX_SPEC (default "jax[cuda12]"), TORCH_INDEX (PyTorch wheel index for a
 # CUDA torch, default https://download.pytorch.org/whl/cu126), TORCH_VERSION
 # (default 2.13.0), OUT (default benchmarks/gpu_results).
@@ -27,7 +29,8 @@
 #     backpack-for-pytorch==1.7.1 opacus==1.6.0 unfoldNd einops
 #
 # Output: $OUT/README_side_by_side_gpu.md, $OUT/side_by_side_gpu.png,
-# $OUT/throughput.md. The throughput part is benchmarks/gpu_throughput.py
+# $OUT/README_sequence_gpu.md, $OUT/sequence_gpu.png, $OUT/throughput.md.
+# The throughput part is benchmarks/gpu_throughput.py
 # (`python -m benchmarks.gpu_throughput --help`): the CNN, ResNet-18-GN and
 # ResNet-50 (ImageNet 224x224x3 synthetic data, batch 64 and 256, BatchNorm in
 # inference mode as from_nnx sets it); for ResNet-50, α vmap and the
@@ -41,12 +44,12 @@ OUT=${OUT:-benchmarks/gpu_results}
 [[ $DRY == 1 ]] && OUT=${DRY_OUT:-/tmp/gpu_dry_run}
 mkdir -p "$OUT"
 
-# PART=table or PART=throughput runs one half, to split the run over shorter
-# commands (e.g. 10-minute slots on a lent machine); default both.
+# PART=table, sequence or throughput runs one part, to split the run over
+# shorter commands (e.g. 10-minute slots on a lent machine); default all.
 PART=${PART:-all}
 case "$PART" in
-  table|throughput|all) ;;
-  *) echo "PART=$PART: use table, throughput or all" >&2; exit 2 ;;
+  table|sequence|throughput|all) ;;
+  *) echo "PART=$PART: use table, sequence, throughput or all" >&2; exit 2 ;;
 esac
 
 if [[ $DRY == 1 ]]; then
@@ -88,15 +91,29 @@ if [[ $DRY == 0 ]]; then
 fi
 
 # 1. The side-by-side table (same script as on CPU; bigger batches fit).
-if [[ $DRY == 0 && $PART != throughput ]]; then
-  "$PY" -m benchmarks.bench_side_by_side --reps=20 --max_gib=100 \
-      --configs=cnn:128,cnn:512,resnet18gn:32,resnet18gn:128 \
-      --out_md="$OUT/README_side_by_side_gpu.md" \
-      --out_png="$OUT/side_by_side_gpu.png"
+TABLE_CMD=(-m benchmarks.bench_side_by_side --reps=20 --max_gib=100
+    --configs=cnn:128,cnn:512,resnet18gn:32,resnet18gn:128
+    --out_md="$OUT/README_side_by_side_gpu.md"
+    --out_png="$OUT/side_by_side_gpu.png")
+# 1b. The sequence models: GPT-style (6 layers, d 256, T 128, V 512, tied)
+# and ViT (28x28x1, patch 4, d 128, 4 layers) at batch 32 and 128; peak
+# device memory per method comes from a fresh process each.
+SEQUENCE_CMD=(-m benchmarks.bench_sequence --reps=20 --rss_calls=3
+    --max_gib=100 --configs=gpt:32,gpt:128,vit:32,vit:128
+    --out_md="$OUT/README_sequence_gpu.md" --out_png="$OUT/sequence_gpu.png")
+# A dry run prints them only: they need torch, and take minutes even with
+# --tiny on a shared CPU.
+RUN=()
+[[ $DRY == 1 ]] && RUN=(echo "would run:")
+if [[ $PART == table || $PART == all ]]; then
+  ${RUN[@]+"${RUN[@]}"} "$PY" "${TABLE_CMD[@]}"
+fi
+if [[ $PART == sequence || $PART == all ]]; then
+  ${RUN[@]+"${RUN[@]}"} "$PY" "${SEQUENCE_CMD[@]}"
 fi
 
 # 2. JAX throughput: plain step, α vmap, α ghost, winsorized step, MoM step.
-[[ $PART == table ]] && { echo "results in $OUT"; exit 0; }
+[[ $PART == table || $PART == sequence ]] && { echo "results in $OUT"; exit 0; }
 DRY_FLAG=--nodry_run
 [[ $DRY == 1 ]] && DRY_FLAG=--dry_run
 "$PY" -m benchmarks.gpu_throughput --out="$OUT/throughput.md" "$DRY_FLAG"

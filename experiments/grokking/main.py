@@ -13,10 +13,10 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from experiments.common import distributed
+from experiments.common import progress
 
 from experiments.grokking import train
 
@@ -31,7 +31,7 @@ distributed.define_flags()
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  progress.quiet_library_logs()  # progress at INFO; orbax's INFO lines dropped
   distributed.initialize_from_flags()  # before any JAX computation
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

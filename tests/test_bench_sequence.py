@@ -1,9 +1,11 @@
 """benchmarks/torch_sequence: the torch twins compute the JAX models' logits.
 
 Skipped where torch is not importable (it is not a test dependency; the
-benchmark runs with the `bench` extra). Tiny sizes: one forward per model in
-each framework, and one torch-only α check of the tied-weight GPT (Opacus
-fast gradient clipping against torch.func, which both handle tying).
+benchmark runs with the `bench` extra), so `make test` in the default venv
+only collects them. Tiny sizes: one forward per model in each framework, and
+(slow tier) one torch-only α check of the tied-weight GPT: Opacus fast
+gradient clipping against torch.func, which both handle tying, and Opacus
+ghost clipping refusing it.
 
 float32 tolerance: logits are sums of ≲ 64 products per layer through 1–2
 layers with LayerNorm and softmax; JAX and torch order the sums differently,
@@ -46,6 +48,7 @@ def test_vit_twin_logits_equal_jax():
       rtol=0)
 
 
+@pytest.mark.slow  # importing opacus alone takes seconds
 def test_opacus_norms_of_tied_gpt_equal_torch_func():
   pytest.importorskip('opacus')
   model, x, y = ts.problem('gpt', 3, bench_sequence.TINY['gpt'])

@@ -36,7 +36,8 @@ def cnn_batch(b):
           'label': jax.random.randint(k2, (b,), 0, 3)}
 
 
-@pytest.mark.parametrize('model', ['mlp', 'cnn'])
+@pytest.mark.parametrize('model', [  # the cnn's conv leaves: slow tier
+    'mlp', pytest.param('cnn', marks=pytest.mark.slow)])
 def test_factored_grads_equal_per_example_grads(model):
   if model == 'mlp':
     (loss_fn, params), batch = helpers.tiny_mlp(), helpers.tiny_batch(7)

@@ -117,7 +117,8 @@ def rngs():
 FORMS = ['gram', 'materialize']
 
 
-@pytest.mark.parametrize('x_shape', [(5, 4), (5, 2, 3, 4)])
+@pytest.mark.parametrize('x_shape', [  # (5, 4): slow; T = 1 is test_mlp's
+    pytest.param((5, 4), marks=pytest.mark.slow), (5, 2, 3, 4)])
 def test_linear_with_position_axes(x_shape):
   model = Stack(nnx.Linear(4, 6, rngs=rngs()), nnx.Linear(6, 2, rngs=rngs()))
   loss_fn, params = cj.from_nnx(model, smooth_loss)
@@ -153,7 +154,7 @@ def conv_chain(configs, channels=3):
 
 
 @pytest.mark.parametrize('name', [
-    pytest.param(n, marks=pytest.mark.slow) if n == '1d' else n
+    pytest.param(n, marks=pytest.mark.slow) if n in ('1d', '2d') else n
     for n in sorted(CONV_CHAINS)])
 def test_conv(name):
   x_shape, configs = CONV_CHAINS[name]
@@ -203,6 +204,7 @@ def image_batch(size, shape=(28, 28, 1), classes=10, seed=0):
           'label': jax.random.randint(k2, (size,), 0, classes)}
 
 
+@pytest.mark.slow  # test_coherence_stats_default_is_auto_and_matches_vmap: an MLP
 def test_mlp():
   loss_fn, params = cj.from_nnx(cj.models.MLP([20, 16, 10], rngs=rngs()),
                                 cj.models.cross_entropy_loss)
@@ -282,6 +284,7 @@ def test_token_mixing_block():
 
 
 # ----------------------------------------------- micro-batches and devices
+@pytest.mark.slow  # tests/test_coherence.py: micro-batches with remainders, auto = ghost
 def test_microbatches_with_remainder():
   loss_fn, params = cj.from_nnx(cj.models.CNN(image_size=8, rngs=rngs()),
                                 cj.models.cross_entropy_loss)

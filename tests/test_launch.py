@@ -201,6 +201,7 @@ def test_launcher_fails_and_kills_its_processes_on_timeout(tmp_path):
   assert time.time() - start < 50
 
 
+@pytest.mark.slow  # the timeout test covers killing and the exit code
 def test_launcher_returns_non_zero_when_a_process_fails(tmp_path):
   out = _launch(tmp_path / 'mp', f'--config={TINY}', '--config.mesh.data=3',
                 timeout=120)

@@ -87,6 +87,7 @@ class LinenMLP(nn.Module):
     return nn.Dense(3)(nn.relu(nn.Dense(8)(x)))
 
 
+@pytest.mark.slow  # ~6 s; linen via nnx.bridge
 def test_linen_model_works_through_the_core_api():
   model = LinenMLP()
   batch = helpers.tiny_batch(10)

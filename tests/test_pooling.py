@@ -13,12 +13,15 @@ def _reference(x, window):
   return nnx.max_pool(x, window_shape=window, strides=window)
 
 
+SLOW = pytest.mark.slow  # the odd-size 2-D and the 1-D cases run by default
+
+
 @pytest.mark.parametrize('shape,window', [
-    ((3, 28, 28, 5), (2, 2)),
+    pytest.param((3, 28, 28, 5), (2, 2), marks=SLOW),
     ((2, 15, 9, 4), (2, 2)),     # odd sizes: trailing row/column dropped
-    ((2, 12, 12, 3), (3, 2)),
+    pytest.param((2, 12, 12, 3), (3, 2), marks=SLOW),
     ((4, 10, 6), (2,)),          # 1-D
-    ((2, 4, 6, 8, 3), (2, 3, 2)),  # 3-D
+    pytest.param((2, 4, 6, 8, 3), (2, 3, 2), marks=SLOW),  # 3-D
 ])
 def test_values_and_gradient_match_nnx_max_pool(shape, window):
   x = jax.random.normal(jax.random.key(0), shape)  # ties have probability 0

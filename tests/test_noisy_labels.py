@@ -31,6 +31,12 @@ def tiny_config():
   return config
 
 
+# The finished tiny sweep (~12 s) and the tests that read it are in the slow
+# tier with the other experiments' end-to-end runs; the default tier keeps
+# the config validation and the report functions.
+SWEEP = pytest.mark.slow
+
+
 @pytest.fixture(scope='module')
 def finished(tmp_path_factory):
   """A finished tiny sweep: (config, workdir, summary)."""
@@ -44,6 +50,7 @@ def _rows(workdir, spec):
                                       'metrics.jsonl'))
 
 
+@SWEEP
 def test_tiny_sweep_writes_consistent_numbers(finished):
   config, workdir, summary = finished
   assert list(summary) == list(config.aggregators)
@@ -66,6 +73,7 @@ def test_tiny_sweep_writes_consistent_numbers(finished):
   assert os.path.getsize(os.path.join(workdir, 'noisy_labels.png')) > 10_000
 
 
+@SWEEP
 def test_winsorized_does_not_memorize_more_than_mean(finished):
   _, _, summary = finished
   # At this tiny size neither run memorizes (both fall below chance as the
@@ -74,6 +82,7 @@ def test_winsorized_does_not_memorize_more_than_mean(finished):
           <= summary['mean']['final_corrupt_accuracy'] + 0.01)
 
 
+@SWEEP
 def test_corruption_is_saved_with_its_fractions(finished):
   config, workdir, _ = finished
   meta = files.read_json(os.path.join(workdir, 'corruption.json'))
@@ -88,6 +97,7 @@ def test_corruption_is_saved_with_its_fractions(finished):
     assert not (saved['corrupt'] & ~saved['selected']).any()
 
 
+@SWEEP
 def test_finished_sweep_is_not_trained_again_and_refuses_changes(finished):
   config, workdir, summary = finished
   assert train.train_and_evaluate(config, workdir, on_step=_never) == summary

@@ -14,32 +14,12 @@ launch/): add --coordinator_address=HOST:PORT --num_processes=N
 (Cloud TPU VM, SLURM). Only process 0 writes files.
 """
 
-import os
-
 from absl import app
-from absl import flags
-from ml_collections import config_flags
 
-from experiments.common import distributed
-from experiments.common import progress
-
+from experiments.common import entry
 from experiments.noisy_labels import train
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(__file__), 'configs', 'default.py'),
-    'Experiment config file; override fields with --config.<field>=value.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.',
-                               required=True)
-distributed.define_flags()
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  progress.quiet_library_logs()  # progress at INFO; orbax's INFO lines dropped
-  distributed.initialize_from_flags()  # before any JAX computation
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-
+main = entry.define(__file__, train.train_and_evaluate)
 
 if __name__ == '__main__':
   app.run(main)

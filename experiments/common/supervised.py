@@ -318,6 +318,26 @@ def noise_dir(p: float) -> str:
   return f'noise_{p:.2f}'
 
 
+def sweep_noise_levels(config: ml_collections.ConfigDict, workdir: str,
+                       validate: Callable[..., None],
+                       run_level: Callable[..., Dict[str, Any]],
+                       write_report: Callable[[str], Any],
+                       on_step: Optional[Callable[[int], None]] = None
+                       ) -> Dict[str, Dict[str, Any]]:
+  """`run_level(s, workdir, p, on_step)` for every p of config.noise.levels.
+
+  Returns {noise_<p>: summary}; process 0 also writes workdir/summary.json
+  and the report (`write_report(workdir)`).
+  """
+  s = setup(config, validate, workdir)
+  summary = {noise_dir(p): run_level(s, workdir, p, on_step)
+             for p in config.noise.levels}
+  if distributed.is_writer():
+    files.write_json(os.path.join(workdir, 'summary.json'), summary)
+    write_report(workdir)
+  return summary
+
+
 def finished_summary(run_dir: str) -> Optional[Dict[str, Any]]:
   """run_dir/summary.json if the run has finished, else None."""
   path = os.path.join(run_dir, 'summary.json')

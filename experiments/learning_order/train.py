@@ -89,10 +89,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        on_step: Optional[Callable[[int], None]] = None
                        ) -> Dict[str, Dict[str, Any]]:
   """Runs every noise level; {noise_<p>: summary}; writes the report."""
-  s = supervised.setup(config, validate, workdir)
-  summary = {supervised.noise_dir(p): run_level(s, workdir, p, on_step)
-             for p in config.noise.levels}
-  if distributed.is_writer():
-    files.write_json(os.path.join(workdir, 'summary.json'), summary)
-    report.write_report(workdir)
-  return summary
+  return supervised.sweep_noise_levels(config, workdir, validate, run_level,
+                                       report.write_report, on_step)

@@ -15,11 +15,16 @@ What is measured and what is assumed:
   * assumed (flag --examples_per_s_per_device): the plain-gradient training
     throughput of one accelerator for ResNet-50 (default 2,500 images/s, the
     order of published A100 / TPU v4 mixed-precision training figures);
-  * derived: everything else, from P, B, c, k and the device count D.
-Every projected figure is an estimate.
+  * derived: everything else, from P, B, c, k and the device count D; the
+    communication by the rules of `aggregators.across_devices` (the scheme
+    each distributed aggregator picks: `choose_scheme`,
+    `median_of_means_scheme`), next to the all_gather schemes it replaced.
+Every projected figure is an estimate. `--comm_only` prints the
+communication table alone (P = ResNet-50's, nothing measured).
 
 Run:
   .venv/bin/python -m benchmarks.bench_scale [--batch=4] [--reps=3]
+  .venv/bin/python -m benchmarks.bench_scale --comm_only
 """
 
 import math
@@ -33,6 +38,7 @@ from flax import nnx
 
 import coherence_jax as cj
 from benchmarks import harness
+from coherence_jax.aggregators import across_devices
 from coherence_jax.models import resnet
 
 _BATCH = flags.DEFINE_integer('batch', 4, 'Examples per measured call.')
@@ -46,8 +52,12 @@ _GLOBAL_BATCH = flags.DEFINE_integer(
     'global_batch', 1024, 'Training batch for the aggregators\' rows.')
 _C = flags.DEFINE_integer('c', 4, 'Winsorized / trimmed c.')
 _K = flags.DEFINE_integer('k', 8, 'Median of means: groups.')
+_COMM_ONLY = flags.DEFINE_bool(
+    'comm_only', False, 'Print the communication table only (P of '
+    'ResNet-50, RESNET50_PARAMS; nothing measured).')
 
 MIB = 2.0 ** 20
+RESNET50_PARAMS = 25_557_032  # resnet50_problem's parameter count
 
 
 def resnet50_problem(batch_size: int):
@@ -88,25 +98,53 @@ def measure(batch_size: int, reps: int) -> Dict[str, Dict[str, float]]:
   return out
 
 
+WINSORIZED = 'winsorized / trimmed (default: all_to_all)'
+WINSORIZED_GATHER = 'winsorized (gather summaries, the old default)'
+MEDIAN_OF_MEANS = 'median of means (default: all_to_all)'
+MEDIAN_OF_MEANS_GATHER = 'median of means (gather chunk sums)'
+STEP_METHODS = ('mean', WINSORIZED, WINSORIZED_GATHER, MEDIAN_OF_MEANS,
+                MEDIAN_OF_MEANS_GATHER, 'gather per-example grads')
+
+
+def communication_values(method: str, params: int, devices: int,
+                         global_batch: int, c: int, k: int) -> int:
+  """Values received per device per step, by across_devices' own rules.
+
+  The all_to_all schemes pad the coordinates to a multiple of D (one dtype
+  here); the figures are the collectives' output sizes (module docstring of
+  coherence_jax/aggregators/across_devices.py, checked there against the
+  compiled HLO).
+  """
+  local = global_batch // devices
+  padded = -(-params // devices) * devices
+  chunk = math.gcd(local, global_batch // k)
+  if method == 'coherence (sharded)':
+    return params + 2  # psum of sum_grads, sum of squared norms, count
+  if method == 'mean':
+    return params
+  if method == WINSORIZED:
+    scheme = across_devices.choose_scheme(local, c, devices)
+    per = across_devices.values_per_coordinate(scheme, local, c, devices)
+    return per * (params if scheme == 'gather_summaries' else padded)
+  if method == WINSORIZED_GATHER:
+    return across_devices.values_per_coordinate('gather_summaries', local, c,
+                                                devices) * params
+  if method == MEDIAN_OF_MEANS:
+    if across_devices.median_of_means_scheme(local, k, devices) == 'gather':
+      return global_batch // chunk * params
+    return (local // chunk + 1) * padded
+  if method == MEDIAN_OF_MEANS_GATHER:
+    return global_batch // chunk * params
+  if method == 'gather per-example grads':
+    return global_batch * params
+  raise ValueError(f'method: got {method!r}.')
+
+
 def communication_mib(method: str, params: int, devices: int,
                       global_batch: int, c: int, k: int) -> float:
   """MiB received per device per step (float32), as across_devices states."""
-  if method == 'coherence (sharded)':
-    floats = params + 2  # psum of sum_grads, Σ‖g‖², count
-  elif method == 'mean':
-    floats = params
-  elif method == 'winsorized / trimmed (gather summaries)':
-    # 2(c+1) summary rows per device (padded when b < c+1), then a psum.
-    floats = 2 * (c + 1) * devices * params + params
-  elif method == 'gather per-example grads':
-    floats = global_batch * params
-  elif method == 'median of means':
-    # chunk sums of g = gcd(rows per device, rows per group) rows.
-    chunk = math.gcd(global_batch // devices, global_batch // k)
-    floats = global_batch // chunk * params
-  else:
-    raise ValueError(f'method: got {method!r}.')
-  return floats * 4 / MIB
+  return communication_values(method, params, devices, global_batch, c,
+                              k) * 4 / MIB
 
 
 def projection(measured, devices, sample, throughput, global_batch, c, k):
@@ -122,15 +160,31 @@ def projection(measured, devices, sample, throughput, global_batch, c, k):
       rows.append([d, name, f'{per_device:,}', f'{seconds:.1f} s',
                    f'{max(per_example, 0):.0f} MiB over plain',
                    f'{communication_mib("coherence (sharded)", params, d, 0, c, k):.0f} MiB once'])
-    for name in ('mean', 'winsorized / trimmed (gather summaries)',
-                 'median of means', 'gather per-example grads'):
+    for name in STEP_METHODS:
       rows.append([d, f'step: {name}', f'{global_batch // d} / device', '-',
                    '-', f'{communication_mib(name, params, d, global_batch, c, k):,.0f} MiB'])
   return rows
 
 
+def communication_table(params, devices, global_batch, c, k):
+  """Rows [method, MiB at each device count] (strings)."""
+  return [[name] + [
+      f'{communication_mib(name, params, d, global_batch, c, k):,.0f}'
+      for d in devices] for name in STEP_METHODS]
+
+
 def main(argv):
   del argv
+  if _COMM_ONLY.value:
+    devices = [int(d) for d in _DEVICES.value]
+    print(f'Communication per device and step, MiB (float32), P = '
+          f'{RESNET50_PARAMS:,}, training batch {_GLOBAL_BATCH.value}, '
+          f'c = {_C.value}, k = {_K.value}.')
+    print(harness.markdown_table(
+        ['step'] + [f'D = {d}' for d in devices],
+        communication_table(RESNET50_PARAMS, devices, _GLOBAL_BATCH.value,
+                            _C.value, _K.value)))
+    return
   measured = measure(_BATCH.value, _REPS.value)
   print(f'ResNet-50-GN, 224x224x3, {measured["params"]["count"]:,} params, '
         f'B = {_BATCH.value}, backend {jax.default_backend()}')

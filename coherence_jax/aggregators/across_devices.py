@@ -1,40 +1,86 @@
-"""Exact robust aggregation across devices: gather summaries, not examples.
+"""Exact robust aggregation across devices: exchange summaries, not examples.
 
 Inside `jax.shard_map` with the batch sharded over a mesh axis (or inside
 `jax.pmap`), each of the D devices holds its local per-example updates
 [b, ...]. The GLOBAL batch is their concatenation in device order: device d
-(`jax.lax.axis_index`, which is also the order of a tiled `all_gather`) holds
-rows d*b .. (d+1)*b - 1, B = b * D. Shards have one static size, so B must be
-a multiple of D; there is no per-example weight mask (drop padding examples
-before sharding). The checks (2c + 1 <= B, k divides B) use the global B.
-Every function here returns
-exactly what the single-device aggregator returns on the global batch (up to
-the order of floating-point additions), the same on every device (invariant
-over the axis, so it may leave `jax.shard_map` with `out_specs=P()`).
+(`jax.lax.axis_index`, which is also the order of a tiled `all_gather` and
+`all_to_all`) holds rows d*b .. (d+1)*b - 1, B = b * D. Shards have one
+static size, so B must be a multiple of D; there is no per-example weight
+mask (drop padding examples before sharding). The checks (2c + 1 <= B, k
+divides B) use the global B. Every function here returns exactly what the
+single-device aggregator returns on the global batch (up to the order of
+floating-point additions), the same on every device (invariant over the
+axis, so it may leave `jax.shard_map` with `out_specs=P()`).
 
-Communication per step, P = number of params (floats unless noted):
-  * winsorized / trimmed mean: each device summarizes its rows by the c+1
-    largest and c+1 smallest values per coordinate (`order_stats.extreme_rows`,
-    padded with -inf / +inf when b < c+1); one `all_gather` of the summaries
-    (2(c+1) * D * P values received per device), a merge to the global bounds
-    x_(c+1), x_(B-c), then one `psum` of the locally clipped sums (P values;
-    trimmed: the sums strictly inside the bounds plus two int32 tie counts,
-    3P). Gathering the per-example updates instead would be B * P.
-  * c = 0 (the mean): one psum of P values.
+Winsorized / trimmed mean: three exact schemes (`SCHEMES`). The two
+`all_to_all_*` schemes split the coordinates into D slices (the packed
+coordinates of each dtype, zero-padded up to a multiple of D; a padded
+coordinate is reduced on its own and dropped), and `all_to_all` hands device
+d every device's local data for slice d; device d reduces its slice exactly
+and one tiled `all_gather` returns the P results to every device.
+  * 'all_to_all_rows': the local rows themselves travel (b per coordinate;
+    LazyRows materialized); device d runs the single-device reduction on the
+    B rows of its slice.
+  * 'all_to_all_summaries': each device sends per coordinate 2c + 3 values:
+    its c+1 largest and c+1 smallest values (`order_stats.extreme_rows`) and
+    the sum of its "middle", the values of local ranks c+1 .. b-c (needs
+    b >= 2c + 1). Device d merges them: the global bounds
+    (lo, hi) = (x_(c+1), x_(B-c)) from the extremes
+    (`order_stats.bounds_from_extremes`); every middle value lies in
+    [lo, hi] (the local (c+1)-th smallest is >= the global one, likewise at
+    the top), so the winsorized sum is sum(middles) + the clipped sum of the
+    2c * D local top-c and bottom-c values. Trimmed: that sum minus c*lo
+    and c*hi leaves exactly the kept values x_(c+1) .. x_(B-c) (every term
+    is a clipped value: no outlier enters the subtraction); lo == hi and
+    infinite bounds are handled as on one device
+    (`order_stats.trimmed_from_middle`).
+  * 'gather_summaries': every device all-gathers all extremes (2(c+1) * D
+    per coordinate), merges the bounds of every coordinate itself, and the
+    locally clipped sums are psum-ed (trimmed: the sums strictly inside the
+    bounds and two int32 tie counts, 3 per coordinate).
+
+Communication per step, per device: the values the collectives deliver to
+it, own share included (P = number of params; an int32 count is one value;
+a psum counts P, which a ring all-reduce moves twice). The figures for the
+means were checked against the collectives' output shapes in the compiled
+HLO (8 simulated CPU devices; the winsorized mean also at 64 and 256):
+  * winsorized / trimmed mean: 'all_to_all_rows' (b + 1) * P,
+    'all_to_all_summaries' (2c + 4) * P, 'gather_summaries'
+    (2(c+1) * D + 1) * P (trimmed: + 2P of tie counts). The default
+    (`choose_scheme`) is the smallest: for D >= 2 an all_to_all scheme,
+    (min(b, 2c + 3) + 1) * P whatever D (plus at most D - 1 padded
+    coordinates per dtype). Gathering the per-example updates would be
+    B * P. ResNet-50 (P = 25.6M) at B = 1024, c = 4, float32: 1.14 GiB at
+    D = 8 and 64 (summaries, 12P), 0.48 GiB at D = 256 (rows, b = 4: 5P);
+    'gather_summaries' 7.7, 61 and 244 GiB.
+  * global clipping bounds alone (`global_bounds`, used by the streamed
+    gradients, whose clipped sums are then psum-ed): all_to_all of the
+    extremes and all_gather of the bounds, (2(c+1) + 2) * P, or the
+    all_gather of all extremes, 2(c+1) * D * P (`bounds_scheme`: the
+    smaller; the all_to_all for D >= 2).
+  * c = 0 (the mean), k = 1 groups: one psum of P values.
   * median of means (k groups of m = B/k contiguous rows): each device sums
-    its rows in chunks of g = gcd(b, m) rows and the chunk sums are gathered
-    (B/g * P values: k * P when every device holds whole groups, D * P when
-    every group spans whole devices); k = 1 is one psum of P values.
-  * coordinate median of the (group) rows: one all_gather of the rows, n * P
-    values for n rows in all (use it on few rows, e.g. per-group gradients);
-    factored Dense rows (`OuterRows`) travel as their factors.
+    its rows in chunks of g = gcd(b, m) rows (a chunk never straddles a
+    group). 'all_to_all' (`exchange`): the device owning a slice of the
+    coordinates gets all B/g chunk sums of it, (b/g + 1) * P; 'gather': all
+    chunk sums to every device, B/g * P (k * P when every device holds
+    whole groups, D * P when every group spans whole devices).
+    `median_of_means_scheme` picks the smaller: 'all_to_all' for D >= 2
+    except at D = 2 with b/g = 1 (a tie). ResNet-50, B = 1024, k = 8:
+    195 MiB (2P) at D = 8, 64, 256; 'gather' 0.76, 6.1, 24 GiB.
+  * coordinate median of n rows in all: 'all_to_all' (b + 1) * P (rows
+    materialized) or 'gather' D times the local storage, n * P for arrays
+    (factored Dense rows, `OuterRows`, travel as their factors);
+    `median_scheme` picks the smaller per leaf.
 
 Mesh-axis types (jax 0.10 `check_vma`): the inputs are cast to vary over
-`axis_name` (`mesh_axes.as_varying`), gathers use `to='invarying'`, and sums
-leave through `psum`, so every output is invariant over `axis_name`.
+`axis_name` (`mesh_axes.as_varying`), all_to_all results vary, gathers use
+`to='invarying'` and sums leave through `psum`, so every output is invariant
+over `axis_name`.
 """
 
 import math
+from typing import Callable, List, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +88,11 @@ import jax.numpy as jnp
 from coherence_jax import mesh_axes
 from coherence_jax._tree import PyTree
 from coherence_jax.aggregators import order_stats
+
+# Exact schemes of the distributed winsorized / trimmed mean (module
+# docstring), in the order `choose_scheme` prefers on a tie.
+SCHEMES = ('all_to_all_rows', 'all_to_all_summaries', 'gather_summaries')
+BOUNDS_SCHEMES = ('all_to_all', 'gather')
 
 
 def check_axis_name_type(axis_name: mesh_axes.AxisName, name: str) -> None:
@@ -89,6 +140,85 @@ def check_c_fits(c: int, local_size: int, axis_name: mesh_axes.AxisName,
   return size
 
 
+def values_per_coordinate(scheme: str, local_size: int, c: int, devices: int,
+                          trimmed: bool = False) -> int:
+  """Values one device receives per coordinate under `scheme` (docstring).
+
+  Args:
+    scheme: one of `SCHEMES`.
+    local_size: b, rows per device.
+    c: values clipped (trimmed) at each end.
+    devices: D.
+    trimmed: the trimmed mean (its 'gather_summaries' psum carries 3 values).
+
+  Returns:
+    all_to_all + all_gather (+ psum) output values per coordinate, padding
+    not counted.
+
+  Example:
+    >>> [values_per_coordinate(s, 4, 4, 256) for s in SCHEMES]
+    [5, 12, 2561]
+  """
+  if scheme == 'all_to_all_rows':
+    return local_size + 1
+  if scheme == 'all_to_all_summaries':
+    return 2 * c + 4
+  if scheme == 'gather_summaries':
+    return 2 * (c + 1) * devices + (3 if trimmed else 1)
+  raise ValueError(f'scheme: got {scheme!r}; pass one of {SCHEMES}.')
+
+
+def choose_scheme(local_size: int, c: int, devices: int,
+                  trimmed: bool = False) -> str:
+  """The scheme receiving the fewest values per coordinate.
+
+  'all_to_all_summaries' needs b >= 2c + 1 local rows (a local middle); with
+  fewer, 'all_to_all_rows' is cheaper anyway (b < 2c + 4). Ties go to the
+  first in `SCHEMES` (rows: the single-device reduction itself).
+
+  Args:
+    local_size: b, rows per device.
+    c: values clipped (trimmed) at each end.
+    devices: D.
+    trimmed: the trimmed mean.
+
+  Returns:
+    One of `SCHEMES`: for D >= 2 'all_to_all_rows' when b <= 2c + 3, else
+    'all_to_all_summaries'.
+
+  Example:
+    >>> [choose_scheme(b, 4, d) for b, d in ((128, 8), (16, 64), (4, 256))]
+    ['all_to_all_summaries', 'all_to_all_summaries', 'all_to_all_rows']
+  """
+  usable = [s for s in SCHEMES
+            if s != 'all_to_all_summaries' or local_size >= 2 * c + 1]
+  return min(usable, key=lambda s: values_per_coordinate(
+      s, local_size, c, devices, trimmed))
+
+
+def bounds_scheme(c: int, devices: int) -> str:
+  """`global_bounds`' scheme: the one receiving fewer values per coordinate.
+
+  'all_to_all': 2(c+1) + 2 (extremes of one slice, then the bounds of all);
+  'gather': 2(c+1) * D. Ties: 'gather' (one collective instead of two).
+
+  Example:
+    >>> bounds_scheme(4, 1), bounds_scheme(4, 8)
+    ('gather', 'all_to_all')
+  """
+  return ('all_to_all' if 2 * (c + 1) + 2 < 2 * (c + 1) * devices
+          else 'gather')
+
+
+def _check_scheme(scheme: str, local_size: int, c: int) -> None:
+  if scheme not in SCHEMES:
+    raise ValueError(f'scheme: got {scheme!r}; pass one of {SCHEMES}.')
+  if scheme == 'all_to_all_summaries' and local_size < 2 * c + 1:
+    raise ValueError(
+        f'scheme: all_to_all_summaries needs b >= 2c+1 = {2 * c + 1} rows per '
+        f'device, got b={local_size}; use all_to_all_rows.')
+
+
 def _leading_size(updates: PyTree) -> int:
   leaves = jax.tree.leaves(updates, is_leaf=order_stats.is_lazy)
   return leaves[0].shape[0]
@@ -105,8 +235,64 @@ def _gather(tree, axis_name):
                             to='invarying')
 
 
+def _padded(size: int, devices: int) -> int:
+  """`size` rounded up to a multiple of `devices`."""
+  return -(-size // devices) * devices
+
+
+def exchange(arrays: Sequence[jax.Array],
+             reduce_slice: Callable[[jax.Array], jax.Array],
+             axis_name: mesh_axes.AxisName) -> List[jax.Array]:
+  """Each device reduces one slice of the coordinates; all get every result.
+
+  The arrays of one dtype are concatenated along their coordinates, padded
+  with zeros to a multiple of D and split into D slices; one `all_to_all`
+  gives device d every device's rows of slice d, `reduce_slice` reduces
+  them and one tiled `all_gather` returns all coordinates to every device.
+  Exact when `reduce_slice` is coordinate-wise (padding is reduced on its
+  own coordinates and dropped).
+
+  Args:
+    arrays: local [r, n_i] arrays varying over `axis_name` (one r per dtype).
+    reduce_slice: maps the received [D, r, m] (device order) to [k, m].
+    axis_name: the mesh axis (or axes) the rows are sharded over.
+
+  Returns:
+    [k, n_i] per array, invariant over `axis_name`. Communication per
+    device: r * n + k * n values for the n (padded) coordinates of a dtype.
+  """
+  devices = num_devices(axis_name)
+  groups = {}
+  for i, a in enumerate(arrays):
+    groups.setdefault(jnp.dtype(a.dtype), []).append(i)
+  out = [None] * len(arrays)
+  for index in groups.values():
+    sizes = [arrays[i].shape[1] for i in index]
+    flat = jnp.concatenate([arrays[i] for i in index], axis=1)
+    rows, size = flat.shape
+    flat = jnp.pad(flat, ((0, 0), (0, _padded(size, devices) - size)))
+    got = jax.lax.all_to_all(flat, axis_name, 1, 0, tiled=True)
+    reduced = reduce_slice(got.reshape(devices, rows, -1))
+    full = jax.lax.all_gather(reduced, axis_name, axis=1, tiled=True,
+                              to='invarying')
+    start = 0
+    for i, n in zip(index, sizes):
+      out[i] = full[:, start:start + n]
+      start += n
+  return out
+
+
+def _bounds_of_slice(got: jax.Array, c: int) -> jax.Array:
+  """[2, m] (lo, hi) from the received [D, 2(c+1), m] extremes."""
+  m = got.shape[-1]
+  lo, hi = order_stats.bounds_from_extremes(
+      got[:, :c + 1].reshape(-1, m), got[:, c + 1:].reshape(-1, m), c)
+  return jnp.stack([lo, hi])
+
+
 def global_bounds(like: PyTree, extremes: PyTree, c: int,
-                  axis_name: mesh_axes.AxisName) -> PyTree:
+                  axis_name: mesh_axes.AxisName,
+                  scheme: str = None) -> PyTree:
   """Global clipping bounds from each device's `extreme_rows` summaries.
 
   Args:
@@ -117,15 +303,29 @@ def global_bounds(like: PyTree, extremes: PyTree, c: int,
       rows).
     c: values clipped at each end.
     axis_name: the mesh axis (or axes) the rows are sharded over.
+    scheme: one of `BOUNDS_SCHEMES`; None: `bounds_scheme(c, D)`.
 
   Returns:
     `like`'s structure with (lo, hi) = (x_(c+1), x_(B-c)) of the global
-    batch per leaf, invariant over `axis_name`. Communication: one all_gather
-    of 2(c+1) * D values per coordinate.
+    batch per leaf, invariant over `axis_name`. Communication per
+    coordinate: 'all_to_all' 2(c+1) + 2 values, 'gather' 2(c+1) * D.
   """
-  gathered = _gather(mesh_axes.as_varying(extremes, axis_name), axis_name)
-  return _map(lambda _, pair: order_stats.bounds_from_extremes(
-      pair[0], pair[1], c), like, gathered)
+  scheme = scheme or bounds_scheme(c, num_devices(axis_name))
+  extremes = mesh_axes.as_varying(extremes, axis_name)
+  if scheme == 'gather':
+    gathered = _gather(extremes, axis_name)
+    return _map(lambda _, pair: order_stats.bounds_from_extremes(
+        pair[0], pair[1], c), like, gathered)
+  if scheme != 'all_to_all':
+    raise ValueError(f'scheme: got {scheme!r}; pass one of {BOUNDS_SCHEMES}.')
+  treedef = jax.tree.structure(like, is_leaf=order_stats.is_lazy)
+  pairs = treedef.flatten_up_to(extremes)
+  flat = [jnp.concatenate([a.reshape(c + 1, -1), b.reshape(c + 1, -1)])
+          for a, b in pairs]
+  bounds = exchange(flat, lambda got: _bounds_of_slice(got, c), axis_name)
+  return treedef.unflatten(
+      [(lh[0].reshape(a.shape[1:]), lh[1].reshape(a.shape[1:]))
+       for lh, (a, _) in zip(bounds, pairs)])
 
 
 def mean(updates: PyTree, axis_name: mesh_axes.AxisName) -> PyTree:
@@ -140,62 +340,113 @@ def _zeros_like_rows(x):
   return order_stats.vary_like(jnp.zeros(x.shape[1:], x.dtype), x)
 
 
-def _global_bounds_of(updates: PyTree, c: int, axis_name):
-  """(inputs, unpack, global B, per-input global (x_(c+1), x_(B-c))).
+def extremes_and_middle(x, c: int):
+  """x's `extreme_rows` and the sum of its values of ranks c+1 .. n-c.
 
-  The inputs are the varying updates' leaves packed into few arrays
-  (`order_stats.pack_leaves`: one network per input, not per leaf);
-  `unpack` maps per-input results back to the updates' structure.
-  """
-  updates = mesh_axes.as_varying(updates, axis_name)
-  size = _leading_size(updates) * num_devices(axis_name)
-  inputs, unpack = order_stats.pack_leaves(updates)
-  bounds = global_bounds(
-      inputs, [order_stats.extreme_rows(x, c) for x in inputs], c, axis_name)
-  return inputs, unpack, size, bounds
-
-
-def winsorized_mean(updates: PyTree, c: int,
-                    axis_name: mesh_axes.AxisName) -> PyTree:
-  """Winsorized mean of the global batch (see the module docstring).
+  Needs n >= 2c + 1. The middle sum adds the values strictly inside the
+  local bounds (x_(c+1), x_(n-c)) and the ties at them
+  (`order_stats.strict_middle_fold`): no extreme value is added and then
+  subtracted, and +-inf at a bound enters only when it is kept.
 
   Args:
-    updates: local per-example updates, leaves [b, ...] (arrays or LazyRows).
-    c: values clipped at each end, per coordinate (2c + 1 <= B).
-    axis_name: the mesh axis (or axes) the batch is sharded over.
+    x: [n, ...] array or LazyRows.
+    c: values left out at each end.
 
   Returns:
-    Params-shaped updates, invariant over `axis_name`.
+    (largest, smallest, middle): x's `extreme_rows` ([c+1, ...] each) and
+    the middle sum [...] in x's dtype.
   """
-  if c == 0:
-    return mean(updates, axis_name)
-  inputs, unpack, size, bounds = _global_bounds_of(updates, c, axis_name)
+  n = x.shape[0]
+  largest, smallest = order_stats.extreme_rows(x, c)
+  lo, hi = smallest[c], largest[c]
+  init = order_stats.vary_like(
+      order_stats.strict_middle_init(x.shape[1:], x.dtype), x)
+  s, k_lo, k_hi = order_stats.strict_middle_fold(init, x, lo, hi)
+  wide = jnp.promote_types(s.dtype, jnp.float32)
+  total = (s.astype(wide) + (k_lo - c).astype(wide) * lo.astype(wide)
+           + (k_hi - c).astype(wide) * hi.astype(wide))
+  total = jnp.where(lo == hi, (n - 2 * c) * lo.astype(wide), total)
+  return largest, smallest, total.astype(s.dtype)
+
+
+def _local_rows(x, c: int, scheme: str) -> jax.Array:
+  """What one input contributes to the all_to_all: [r, n] (module docstring)."""
+  if scheme == 'all_to_all_rows':
+    x = order_stats.materialize(x)
+    return x.reshape(x.shape[0], -1)
+  largest, smallest, middle = extremes_and_middle(x, c)
+  return jnp.concatenate([largest.reshape(c + 1, -1),
+                          smallest.reshape(c + 1, -1), middle.reshape(1, -1)])
+
+
+def _winsorized_sum_of_summaries(got: jax.Array, c: int):
+  """(clipped sum, lo, hi) of a slice from its [D, 2c+3, m] summaries."""
+  m = got.shape[-1]
+  lo, hi = order_stats.bounds_from_extremes(
+      got[:, :c + 1].reshape(-1, m), got[:, c + 1:2 * c + 2].reshape(-1, m),
+      c)
+  outer = jnp.concatenate([got[:, :c], got[:, c + 1:2 * c + 1]],
+                          axis=1).reshape(-1, m)
+  middles = got[:, 2 * c + 2]
+  total = order_stats.clipped_sum(outer, lo, hi) + jnp.sum(middles, axis=0)
+  return total, lo, hi
+
+
+def _trimmed_from_winsorized(total, lo, hi, size: int, c: int) -> jax.Array:
+  """Trimmed mean from the winsorized sum: (total - c*lo - c*hi) / (B - 2c).
+
+  lo == hi: lo. An infinite bound is a kept value: the mean is lo + hi (the
+  infinity, or NaN for -inf and +inf), as `order_stats.trimmed_from_middle`.
+  """
+  wide = jnp.promote_types(total.dtype, jnp.float32)
+  lo_w, hi_w = lo.astype(wide), hi.astype(wide)
+  out = (total.astype(wide) - c * lo_w - c * hi_w) / (size - 2 * c)
+  out = jnp.where(jnp.isinf(lo_w) | jnp.isinf(hi_w), lo_w + hi_w, out)
+  out = jnp.where(lo == hi, lo_w, out)
+  return jnp.where(jnp.isnan(lo) | jnp.isnan(hi), jnp.nan, out).astype(
+      total.dtype)
+
+
+def _order_statistic(updates: PyTree, c: int, axis_name, trimmed: bool,
+                     scheme) -> PyTree:
+  updates = mesh_axes.as_varying(updates, axis_name)
+  local = _leading_size(updates)
+  devices = num_devices(axis_name)
+  size = local * devices
+  scheme = scheme or choose_scheme(local, c, devices, trimmed)
+  _check_scheme(scheme, local, c)
+  inputs, unpack = order_stats.pack_leaves(updates)
+  if scheme == 'gather_summaries':
+    bounds = global_bounds(
+        inputs, [order_stats.extreme_rows(x, c) for x in inputs], c,
+        axis_name, scheme='gather')
+    return unpack((_trimmed_psum if trimmed else _winsorized_psum)(
+        inputs, bounds, size, c, axis_name))
+
+  def reduce_slice(got):
+    if scheme == 'all_to_all_rows':
+      fn = order_stats.trimmed_mean if trimmed else order_stats.winsorized_mean
+      return fn(got.reshape(size, -1), c)[None]
+    total, lo, hi = _winsorized_sum_of_summaries(got, c)
+    if trimmed:
+      return _trimmed_from_winsorized(total, lo, hi, size, c)[None]
+    return (total / size)[None]
+
+  outs = exchange([_local_rows(x, c, scheme) for x in inputs], reduce_slice,
+                  axis_name)
+  return unpack([o[0].reshape(x.shape[1:]) for o, x in zip(outs, inputs)])
+
+
+def _winsorized_psum(inputs, bounds, size, c, axis_name):
+  """'gather_summaries': psum of the locally clipped sums, / B."""
+  del c
   sums = [order_stats.clipped_sum_fold(_zeros_like_rows(x), x, lo, hi)
           for x, (lo, hi) in zip(inputs, bounds)]
-  return jax.tree.map(lambda s: s / size,
-                      unpack(jax.lax.psum(sums, axis_name)))
+  return [s / size for s in jax.lax.psum(sums, axis_name)]
 
 
-def trimmed_mean(updates: PyTree, c: int,
-                 axis_name: mesh_axes.AxisName) -> PyTree:
-  """Trimmed mean of the global batch (see the module docstring).
-
-  The local sums strictly inside the global bounds and the counts of values
-  at or beyond each bound are psum-ed, then combined exactly as the
-  single-device path does (`order_stats.trimmed_from_middle`: ties at either
-  or both bounds, infinite bounds, NaN).
-
-  Args:
-    updates: local per-example updates, leaves [b, ...] (arrays or LazyRows).
-    c: values dropped at each end, per coordinate (2c + 1 <= B).
-    axis_name: the mesh axis (or axes) the batch is sharded over.
-
-  Returns:
-    Params-shaped updates, invariant over `axis_name`.
-  """
-  if c == 0:
-    return mean(updates, axis_name)
-  inputs, unpack, size, bounds = _global_bounds_of(updates, c, axis_name)
+def _trimmed_psum(inputs, bounds, size, c, axis_name):
+  """'gather_summaries': psum of the strict-middle sums and tie counts."""
 
   def local(x, lo, hi):
     init = order_stats.vary_like(
@@ -204,8 +455,63 @@ def trimmed_mean(updates: PyTree, c: int,
 
   acc = jax.lax.psum([local(x, lo, hi) for x, (lo, hi) in zip(inputs, bounds)],
                      axis_name)
-  return unpack([order_stats.trimmed_from_middle(a, lo, hi, size, c)
-                 for a, (lo, hi) in zip(acc, bounds)])
+  return [order_stats.trimmed_from_middle(a, lo, hi, size, c)
+          for a, (lo, hi) in zip(acc, bounds)]
+
+
+def winsorized_mean(updates: PyTree, c: int,
+                    axis_name: mesh_axes.AxisName,
+                    scheme: str = None) -> PyTree:
+  """Winsorized mean of the global batch (see the module docstring).
+
+  Args:
+    updates: local per-example updates, leaves [b, ...] (arrays or LazyRows).
+    c: values clipped at each end, per coordinate (2c + 1 <= B).
+    axis_name: the mesh axis (or axes) the batch is sharded over.
+    scheme: one of `SCHEMES`; None: `choose_scheme` (the least
+      communication).
+
+  Returns:
+    Params-shaped updates, invariant over `axis_name`.
+  """
+  if c == 0:
+    return mean(updates, axis_name)
+  return _order_statistic(updates, c, axis_name, False, scheme)
+
+
+def trimmed_mean(updates: PyTree, c: int,
+                 axis_name: mesh_axes.AxisName,
+                 scheme: str = None) -> PyTree:
+  """Trimmed mean of the global batch (see the module docstring).
+
+  Ties at either or both bounds, infinite bounds and NaN are combined as on
+  one device (`order_stats.trimmed_from_middle`).
+
+  Args:
+    updates: local per-example updates, leaves [b, ...] (arrays or LazyRows).
+    c: values dropped at each end, per coordinate (2c + 1 <= B).
+    axis_name: the mesh axis (or axes) the batch is sharded over.
+    scheme: one of `SCHEMES`; None: `choose_scheme` (the least
+      communication).
+
+  Returns:
+    Params-shaped updates, invariant over `axis_name`.
+  """
+  if c == 0:
+    return mean(updates, axis_name)
+  return _order_statistic(updates, c, axis_name, True, scheme)
+
+
+def _chunk_rows(local: int, size: int, num_groups: int) -> int:
+  """g = gcd(b, B/k): rows per chunk that never straddles a group boundary."""
+  return math.gcd(local, size // num_groups)
+
+
+def _means_of_chunks(sums: jax.Array, num_groups: int, rows: int,
+                     chunk: int) -> jax.Array:
+  """[k, ...] group means from the [B/g, ...] chunk sums in global order."""
+  sums = sums.reshape((num_groups, rows // chunk) + sums.shape[1:])
+  return (sums[:, 0] if rows // chunk == 1 else jnp.sum(sums, axis=1)) / rows
 
 
 def group_means(updates: PyTree, num_groups: int,
@@ -228,15 +534,53 @@ def group_means(updates: PyTree, num_groups: int,
   updates = mesh_axes.as_varying(updates, axis_name)
   local = _leading_size(updates)
   size = local * num_devices(axis_name)
-  m = size // num_groups
-  g = math.gcd(local, m)
+  g = _chunk_rows(local, size, num_groups)
   chunks = _gather(_map(lambda x: order_stats.group_sums(x, local // g),
                         updates), axis_name)
+  return jax.tree.map(lambda s: _means_of_chunks(
+      s, num_groups, size // num_groups, g), chunks)
 
-  def per_group(s):
-    s = s.reshape((num_groups, m // g) + s.shape[1:])
-    return (s[:, 0] if m // g == 1 else jnp.sum(s, axis=1)) / m
-  return jax.tree.map(per_group, chunks)
+
+def median_of_means_scheme(local_size: int, num_groups: int,
+                           devices: int) -> str:
+  """'all_to_all' or 'gather', whichever receives fewer values per coordinate.
+
+  With g = gcd(b, B/k) rows per chunk: 'gather' receives the B/g chunk sums,
+  'all_to_all' the B/g chunk sums of one slice of the coordinates (b/g per
+  coordinate) plus the medians of all (1). Ties: 'gather'.
+
+  Example:
+    >>> [median_of_means_scheme(1024 // d, 8, d) for d in (1, 2, 256)]
+    ['gather', 'all_to_all', 'all_to_all']
+    >>> median_of_means_scheme(8, 2, 2)   # one chunk per device: 2P either way
+    'gather'
+  """
+  size = local_size * devices
+  chunks = local_size // _chunk_rows(local_size, size, num_groups)
+  return 'all_to_all' if chunks + 1 < chunks * devices else 'gather'
+
+
+def median_scheme(leaf, devices: int) -> str:
+  """Coordinate median of one leaf [b, ...]: 'all_to_all' or 'gather'.
+
+  'gather' receives D times the leaf's local storage (LazyRows: their
+  factors); 'all_to_all' (b + 1) values per coordinate (rows materialized).
+  Ties: 'gather'.
+
+  Example:
+    >>> median_scheme(jax.ShapeDtypeStruct((1, 1000), jnp.float32), 8)
+    'all_to_all'
+  """
+  stored = sum(math.prod(a.shape) for a in jax.tree.leaves(leaf))
+  coordinates = math.prod(leaf.shape[1:])
+  return ('all_to_all' if (leaf.shape[0] + 1) * coordinates < devices * stored
+          else 'gather')
+
+
+def _check_two_schemes(scheme) -> None:
+  if scheme not in (None, 'all_to_all', 'gather'):
+    raise ValueError(
+        f"scheme: got {scheme!r}; pass 'all_to_all', 'gather' or None.")
 
 
 def gather_rows(updates: PyTree, axis_name: mesh_axes.AxisName) -> PyTree:
@@ -244,15 +588,81 @@ def gather_rows(updates: PyTree, axis_name: mesh_axes.AxisName) -> PyTree:
   return _gather(mesh_axes.as_varying(updates, axis_name), axis_name)
 
 
-def median(updates: PyTree, axis_name: mesh_axes.AxisName) -> PyTree:
-  """Coordinate-wise median of the global rows (numpy convention)."""
-  return _map(order_stats.median, gather_rows(updates, axis_name))
+def _flat_rows(x) -> jax.Array:
+  x = order_stats.materialize(x)
+  return x.reshape(x.shape[0], -1)
+
+
+def median(updates: PyTree, axis_name: mesh_axes.AxisName,
+           scheme: str = None) -> PyTree:
+  """Coordinate-wise median of the global rows (numpy convention).
+
+  Args:
+    updates: local rows, leaves [b, ...] (arrays or LazyRows).
+    axis_name: the mesh axis (or axes) the rows are sharded over.
+    scheme: 'all_to_all' (the rows of one slice of the coordinates to each
+      device, `exchange`) or 'gather' (all rows to every device); None:
+      `median_scheme` per leaf.
+
+  Returns:
+    Params-shaped medians, invariant over `axis_name`.
+  """
+  _check_two_schemes(scheme)
+  updates = mesh_axes.as_varying(updates, axis_name)
+  leaves, treedef = jax.tree.flatten(updates, is_leaf=order_stats.is_lazy)
+  devices = num_devices(axis_name)
+  schemes = [scheme or median_scheme(x, devices) for x in leaves]
+  out = [None] * len(leaves)
+  gather = [i for i, s in enumerate(schemes) if s == 'gather']
+  for i, rows in zip(gather, _gather([leaves[i] for i in gather], axis_name)):
+    out[i] = order_stats.median(rows)
+  swap = [i for i, s in enumerate(schemes) if s == 'all_to_all']
+  medians = exchange(
+      [_flat_rows(leaves[i]) for i in swap],
+      lambda got: order_stats.median(got.reshape(-1, got.shape[-1]))[None],
+      axis_name)
+  for i, m in zip(swap, medians):
+    out[i] = m[0].reshape(leaves[i].shape[1:])
+  return treedef.unflatten(out)
 
 
 def median_of_means(updates: PyTree, num_groups: int,
-                    axis_name: mesh_axes.AxisName) -> PyTree:
-  """Median of the means of `num_groups` contiguous groups of the global batch."""
+                    axis_name: mesh_axes.AxisName,
+                    scheme: str = None) -> PyTree:
+  """Median of the means of `num_groups` contiguous groups of the global batch.
+
+  Args:
+    updates: local per-example updates, leaves [b, ...] (arrays or LazyRows).
+    num_groups: k, dividing B.
+    axis_name: the mesh axis (or axes) the batch is sharded over.
+    scheme: 'all_to_all' (each device's chunk sums of one slice of the
+      coordinates to the device owning it, `exchange`) or 'gather' (all chunk
+      sums to every device, `group_means`); None: `median_of_means_scheme`.
+
+  Returns:
+    Params-shaped updates, invariant over `axis_name`.
+  """
+  _check_two_schemes(scheme)
   if num_groups == 1:
     return mean(updates, axis_name)
-  return jax.tree.map(order_stats.median,
-                      group_means(updates, num_groups, axis_name))
+  updates = mesh_axes.as_varying(updates, axis_name)
+  local = _leading_size(updates)
+  devices = num_devices(axis_name)
+  scheme = scheme or median_of_means_scheme(local, num_groups, devices)
+  if scheme == 'gather':
+    return jax.tree.map(order_stats.median,
+                        group_means(updates, num_groups, axis_name))
+  size = local * devices
+  g = _chunk_rows(local, size, num_groups)
+  leaves, treedef = jax.tree.flatten(updates, is_leaf=order_stats.is_lazy)
+  sums = [order_stats.group_sums(x, local // g).reshape(local // g, -1)
+          for x in leaves]
+
+  def reduce_slice(got):
+    means = _means_of_chunks(got.reshape(-1, got.shape[-1]), num_groups,
+                             size // num_groups, g)
+    return order_stats.median(means)[None]
+
+  medians = exchange(sums, reduce_slice, axis_name)
+  return treedef.unflatten([m[0].reshape(x.shape[1:])
+                            for m, x in zip(medians, leaves)])

@@ -54,11 +54,14 @@ Across devices: with `axis_name`, inside `jax.shard_map` with the batch
 sharded over that mesh axis (or inside `jax.pmap`), each device passes its
 LOCAL per-example updates [b, ...] and every device gets the exact
 single-device result on the global batch of B = b * D examples in device
-order (device d holds rows d*b .. (d+1)*b - 1). Only summaries travel (details
-and volumes in across_devices.py): winsorized / trimmed means gather the
-c+1 largest and smallest values per coordinate, 2(c+1) * D * P values, then
-psum P (trimmed: 3P) values, instead of B * P for gathering the per-example
-updates. The result is invariant over the axis (`out_specs=P()`):
+order (device d holds rows d*b .. (d+1)*b - 1). Each device receives a
+number of values independent of D (details, schemes and volumes in
+across_devices.py): an all_to_all gives the device owning a slice of the
+coordinates every device's rows of it (b per coordinate) or their summary
+(the c+1 largest and smallest values and the middle sum, 2c + 3), whichever
+is smaller, and an all_gather returns the results: (min(b, 2c + 3) + 1) * P
+values, instead of B * P for gathering the per-example updates. The result
+is invariant over the axis (`out_specs=P()`):
 
     >>> from jax.sharding import PartitionSpec as P
     >>> mesh = jax.make_mesh((8,), ('data',))
@@ -124,10 +127,12 @@ def winsorized_mean(c: int,
     axis_name: None on one device. Inside `jax.shard_map` / `jax.pmap`, the
       mesh axis (or tuple of axes) the batch is sharded over: each device
       passes its local updates [b, ...] and gets the winsorized mean of the
-      global batch (B = b * D, 2c + 1 <= B). Communication per step: an
-      all_gather of the c+1 largest and c+1 smallest local values per
-      coordinate, 2(c+1) * D * P values received, and a psum of P values
-      (P = number of params), versus B * P to gather the per-example updates.
+      global batch (B = b * D, 2c + 1 <= B). Communication per step and
+      device, independent of D: an all_to_all of min(b, 2c + 3) * P values
+      (each device's rows, or its c+1 largest and smallest values and middle
+      sum, for the slice of P/D coordinates the device reduces) and an
+      all_gather of the P results (P = number of params), versus B * P to
+      gather the per-example updates (across_devices.choose_scheme).
   Returns:
     An `Aggregator` (a `GradientTransformationExtraArgs`): `init(params)`
     records the param shapes; `update(updates, state, params=None)` takes
@@ -151,9 +156,8 @@ def trimmed_mean(c: int,
     axis_name: None on one device. Inside `jax.shard_map` / `jax.pmap`, the
       mesh axis (or axes) the batch is sharded over: each device passes its
       local updates [b, ...] and gets the trimmed mean of the global batch
-      (B = b * D). Communication per step: an all_gather of 2(c+1) * D * P
-      values (the local extremes), then a psum of the sums strictly inside
-      the global bounds and two int32 tie counts (3P values), versus B * P to
+      (B = b * D). Communication per step and device, independent of D:
+      (min(b, 2c + 3) + 1) * P values, as `winsorized_mean`, versus B * P to
       gather the per-example updates.
   Returns:
     An `Aggregator` (a `GradientTransformationExtraArgs`): `init(params)`
@@ -203,9 +207,13 @@ def median_of_means(num_groups: int,
       mesh axis (or axes) the batch is sharded over: the groups are
       contiguous groups of the GLOBAL batch (device d holds rows
       d*b .. (d+1)*b - 1), so the result equals one device's on that batch.
-      Communication: each device's sums over chunks of gcd(b, B/k) rows are
-      gathered, B/gcd(b, B/k) * P values (k * P when each device holds whole
-      groups, D * P when each group spans whole devices); k = 1: a psum of P.
+      Communication: each device sums its rows in chunks of
+      g = gcd(b, B/k) rows; an all_to_all gives the device owning a slice of
+      the coordinates all chunk sums of it and an all_gather returns the
+      medians, (b/g + 1) * P values per device (2P when each group spans
+      whole devices, (k/D + 1) * P when each device holds whole groups), or
+      the all_gather of all B/g chunk sums when that is no more; k = 1: a
+      psum of P.
   Returns:
     An `Aggregator` (a `GradientTransformationExtraArgs`): `init(params)`
     records the param shapes; `update(updates, state, params=None)` takes
@@ -257,9 +265,11 @@ def coordinate_median(axis_name: mesh_axes.AxisName = None
   Args:
     axis_name: None on one device. Inside `jax.shard_map` / `jax.pmap`, the
       mesh axis (or axes) the rows are sharded over: the median of all
-      devices' rows (in device order). Communication: one all_gather of the
-      rows, n * P values for n rows in all, so feed it few rows (e.g.
-      `per_group_grads(..., axis_name=...)`); `OuterRows` travel as factors.
+      devices' rows (in device order). Communication per leaf, the smaller
+      of: an all_to_all of the b local rows of each device's slice of the
+      coordinates and an all_gather of the medians, (b + 1) * P values; or
+      an all_gather of all n rows, n * P (`OuterRows` travel as factors).
+      Feed it few rows (e.g. `per_group_grads(..., axis_name=...)`).
   Returns:
     An `Aggregator` (a `GradientTransformationExtraArgs`): `init(params)`
     records the param shapes; `update(updates, state, params=None)` takes

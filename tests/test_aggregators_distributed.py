@@ -93,13 +93,16 @@ def pmapped(tx, g):
   return jax.tree.map(lambda x: x[0], out)
 
 
+# The default tier runs one case of each path; the slow tier the others.
 CASES = [
-    ('winsorized_mean', 1), ('winsorized_mean', 3), ('winsorized_mean', 11),
-    ('trimmed_mean', 1), ('trimmed_mean', 3), ('trimmed_mean', 11),
+    pytest.param('winsorized_mean', 1, marks=SLOW), ('winsorized_mean', 3),
+    pytest.param('winsorized_mean', 11, marks=SLOW),
+    pytest.param('trimmed_mean', 1, marks=SLOW),
+    pytest.param('trimmed_mean', 3, marks=SLOW), ('trimmed_mean', 11),
     ('median_of_means', 1),   # the mean: one psum
-    ('median_of_means', 4),   # m = 6: each group spans 2 devices
+    pytest.param('median_of_means', 4, marks=SLOW),  # m = 6: groups span 2
     ('median_of_means', 6),   # m = 4, b = 3: groups straddle devices
-    ('median_of_means', 8),   # m = 3: one group per device
+    pytest.param('median_of_means', 8, marks=SLOW),  # one group per device
 ]
 
 
@@ -120,9 +123,9 @@ def test_coordinate_median_shard_map_and_pmap():
   assert_matches(pmapped(aggregators.coordinate_median('i'), g), ref, g)
 
 
-@pytest.mark.parametrize('name,arg', [('winsorized_mean', 3),
-                                      ('trimmed_mean', 3),
-                                      ('median_of_means', 6)])
+@pytest.mark.parametrize('name,arg', [
+    pytest.param('winsorized_mean', 3, marks=SLOW), ('trimmed_mean', 3),
+    pytest.param('median_of_means', 6, marks=SLOW)])
 def test_pmap_equals_one_device(name, arg):
   g = updates()
   ref = single(getattr(aggregators, name)(arg), g)
@@ -186,8 +189,8 @@ def mlp_setup(b):
 
 @pytest.mark.parametrize('fn,c,microbatch_size', [
     ('winsorized_mean_grad', 3, 4),   # 6 rows per device: scan + remainder
-    ('winsorized_mean_grad', 0, 4),   # the mean: one psum
-    ('trimmed_mean_grad', 3, 4),
+    pytest.param('winsorized_mean_grad', 0, 4, marks=SLOW),  # one psum
+    pytest.param('trimmed_mean_grad', 3, 4, marks=SLOW),
     ('trimmed_mean_grad', 2, 8),      # one pass per device
 ])
 def test_streaming_grads_across_devices(fn, c, microbatch_size):
@@ -310,10 +313,13 @@ def across(name, c, g, scheme=None, axes=('data',), shape=(D,)):
   return jax.jit(step)(jax.device_put(g, NamedSharding(m, spec)))
 
 
-@pytest.mark.parametrize('scheme', [
-    'all_to_all_summaries', 'gather_summaries',
-    pytest.param('all_to_all_rows', marks=SLOW)])  # the default here
-@pytest.mark.parametrize('name', ['winsorized_mean', 'trimmed_mean'])
+@pytest.mark.parametrize('name,scheme', [
+    ('trimmed_mean', 'all_to_all_summaries'),
+    ('winsorized_mean', 'gather_summaries'),
+    pytest.param('winsorized_mean', 'all_to_all_summaries', marks=SLOW),
+    pytest.param('trimmed_mean', 'gather_summaries', marks=SLOW),
+    pytest.param('winsorized_mean', 'all_to_all_rows', marks=SLOW),
+    pytest.param('trimmed_mean', 'all_to_all_rows', marks=SLOW)])
 def test_each_scheme_equals_one_device(name, scheme):
   """b = 3 rows per device, c = 1: every scheme applies (summaries: b >= 3).
 
@@ -324,7 +330,7 @@ def test_each_scheme_equals_one_device(name, scheme):
 
 
 @pytest.mark.parametrize('name,scheme', [
-    ('winsorized_mean', 'all_to_all_summaries'),
+    pytest.param('winsorized_mean', 'all_to_all_summaries', marks=SLOW),
     ('trimmed_mean', 'all_to_all_summaries'),
     pytest.param('winsorized_mean', 'all_to_all_rows', marks=SLOW),
     pytest.param('trimmed_mean', 'all_to_all_rows', marks=SLOW),
@@ -514,7 +520,7 @@ def test_global_bounds_schemes(scheme):
 # order only (tolerance as above); the medians pick the same values.
 
 @pytest.mark.parametrize('scheme,k', [
-    ('all_to_all', 6), ('gather', 6),
+    ('all_to_all', 6), pytest.param('gather', 6, marks=SLOW),
     pytest.param('all_to_all', 4, marks=SLOW),
     pytest.param('gather', 4, marks=SLOW),
     pytest.param('all_to_all', 8, marks=SLOW)])
@@ -531,7 +537,8 @@ def test_median_of_means_schemes(scheme, k):
   assert_matches_dtype(out, ref, g)
 
 
-@pytest.mark.parametrize('scheme', ['all_to_all', 'gather'])
+@pytest.mark.parametrize('scheme', [
+    'all_to_all', pytest.param('gather', marks=SLOW)])
 def test_coordinate_median_schemes(scheme):
   g = odd_updates(3)
   m = mesh()

@@ -104,7 +104,9 @@ class StreamingSource:
     source: a random-access tfds data source (`tfds_source.data_source`),
       examples {'image': uint8 [h, w, C], 'label': int}.
     image_size: output height = width (resize shorter side, center crop).
-    resize: the shorter side before the crop (ImageNet: 256 for 224).
+    resize: the shorter side before the crop (ImageNet: 256 for 224); None:
+      no resize, the stored images must already be image_size x image_size
+      (a fixed-size dataset such as MNIST or CIFAR streamed, not held).
     num_threads: parallel reads of `gather` and `batches` (grain threads).
 
   Example (mock images have random sizes; each comes out 8 x 8):
@@ -116,7 +118,7 @@ class StreamingSource:
     (2, 8, 8, 3)
   """
 
-  def __init__(self, source, *, image_size: int, resize: int,
+  def __init__(self, source, *, image_size: int, resize: Optional[int],
                num_threads: int = 16):
     self.source = source
     self.image_size = image_size
@@ -128,8 +130,15 @@ class StreamingSource:
 
   def __getitem__(self, index: int) -> Batch:
     example = self.source[int(index)]
-    image = preprocess.resize_center_crop(np.asarray(example['image']),
-                                          self.image_size, self.resize)
+    image = np.asarray(example['image'])
+    if self.resize is not None:
+      image = preprocess.resize_center_crop(image, self.image_size,
+                                            self.resize)
+    elif image.shape[:2] != (self.image_size, self.image_size):
+      raise ValueError(f'example {int(index)}: got an image of shape '
+                       f'{image.shape} with resize=None; pass resize (the '
+                       f'shorter side before a {self.image_size}-pixel '
+                       'center crop) for images of varying size.')
     return {'image': preprocess.to_float(image),
             'label': np.asarray(example['label'], np.int32)}
 
@@ -230,8 +239,9 @@ class TransformedSource:
     batch = self.gather(np.array([index]))
     return {key: value[0] for key, value in batch.items()}
 
-  def finish(self, batch: Batch, indices) -> Batch:
-    """Corrupts and normalizes clean `batch` of examples `indices`."""
+  def finish(self, batch: Batch, indices, with_mask: bool = False) -> Batch:
+    """Corrupts and normalizes clean `batch` of examples `indices`; with
+    `with_mask`, also 'corrupt' (bool [K], as `corrupt(indices)`)."""
     c = self.corruption
     out = corruption_lib.apply(
         c.kind, batch, np.asarray(indices), num_examples=len(self.base),
@@ -240,13 +250,18 @@ class TransformedSource:
     image = out['image']
     if self.normalize:
       image = preprocess.normalize(image, self.mean, self.std)
-    return {'image': np.asarray(image, np.float32),
-            'label': np.asarray(out['label'], np.int32)}
+    finished = {'image': np.asarray(image, np.float32),
+                'label': np.asarray(out['label'], np.int32)}
+    if with_mask:
+      finished['corrupt'] = np.asarray(out['corrupt'], bool)
+    return finished
 
-  def gather(self, indices) -> Batch:
-    """{'image' float32, 'label' int32} of `indices`, corrupted, normalized."""
+  def gather(self, indices, with_mask: bool = False) -> Batch:
+    """{'image' float32, 'label' int32} of `indices`, corrupted, normalized;
+    with `with_mask`, also their 'corrupt' mask (read with the examples:
+    no second read, unlike `corrupt(indices)`)."""
     indices = _indices(indices, len(self))
-    return self.finish(self.base.gather(indices), indices)
+    return self.finish(self.base.gather(indices), indices, with_mask)
 
   def corrupt(self, indices) -> np.ndarray:
     """Whether each of `indices` is corrupt (label changed / image replaced).
@@ -273,12 +288,14 @@ def _base(source):
 
 
 def batches(source, *, seed: int, batch_size: int, start_step: int = 0,
-            num_steps: int, process_index: int = 0, process_count: int = 1
+            num_steps: int, process_index: int = 0, process_count: int = 1,
+            pool: Optional[np.ndarray] = None
             ) -> Iterator[Tuple[int, Batch]]:
   """(step, this process's batch) for steps start_step .. start_step+num_steps-1.
 
   Step s's global batch is `order.batch_indices(seed, s, batch_size,
-  len(source))`; this process gets its `order.process_slice` (pass
+  len(source))` (with `pool`: `pool[order.batch_indices(seed, s, batch_size,
+  len(pool))]`); this process gets its `order.process_slice` (pass
   `jax.process_index(), jax.process_count()`), batch_size / process_count
   examples. A streamed source reads ahead in grain threads (per example,
   order kept); in-memory sources gather by array indexing.
@@ -290,6 +307,7 @@ def batches(source, *, seed: int, batch_size: int, start_step: int = 0,
     start_step: the first step (a resumed run's next step).
     num_steps: how many steps.
     process_index, process_count: this process and how many share a batch.
+    pool: train on these examples only (indices into `source`); default all.
 
   Returns:
     An iterator of (step, {'image', 'label'}).
@@ -302,12 +320,14 @@ def batches(source, *, seed: int, batch_size: int, start_step: int = 0,
     ...     0, 1, 4, 8)[2:].tolist())]
     True
   """
-  size = len(source)
+  pool = None if pool is None else _indices(pool, len(source))
+  size = len(source) if pool is None else len(pool)
   part = order.process_slice(batch_size, process_index, process_count)
   local = part.stop - part.start
 
   def indices_of(step: int) -> np.ndarray:
-    return order.batch_indices(seed, step, batch_size, size)[part]
+    picked = order.batch_indices(seed, step, batch_size, size)[part]
+    return picked if pool is None else pool[picked]
 
   if not isinstance(_base(source), StreamingSource):
     for step in range(start_step, start_step + num_steps):

@@ -10,6 +10,9 @@
   model, data       models and datasets by name; the batch order
   nets              config.model -> loss_fn, params, per-example evaluate
   supervised        the paper experiments' run core: noise, fit, measure
+  examples          a run's examples read by index, in memory or streamed
+                    (tfds + grain, each process its slice); evaluation and
+                    coherence over fixed index sets
   records           per-example records ("when learnt")
   progress          steps/s, ETA and latest metrics through absl logging
   entry             the absl main of an experiment (--config, --workdir)

@@ -125,3 +125,20 @@ def build(spec: str, loss_fn, learning_rate: float,
                else aggregators.rolling_mean)
     return mean_grad, optax.chain(rolling(3, skip_until_full=True), sgd)
   return mean_grad, aggregators.periodic_median(sgd, 3)  # 'm3'
+
+
+def check_config(config, example: str = "('mean', 'winsorized:4')") -> None:
+  """config.aggregators: distinct specs, each fitting config.train.batch_size.
+
+  Raises:
+    ValueError: 'config.aggregators: ...' naming the bad spec.
+  """
+  specs = tuple(config.aggregators)
+  if not specs or len(set(specs)) != len(specs):
+    raise ValueError(f'config.aggregators: got {specs!r}; pass distinct '
+                     f'aggregator names, e.g. {example}.')
+  for spec in specs:
+    try:
+      parse(spec, config.train.batch_size)
+    except ValueError as e:
+      raise ValueError(f'config.aggregators: {e}') from None

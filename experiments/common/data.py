@@ -19,6 +19,8 @@ The config fields read (`open_from_config`; all but `name` optional):
   config.data.split_seed    mnist5k's train/test split (default 0)
   config.data.normalize     standardize with the dataset's mean/std (False)
   config.data.image_size    imagenet2012's crop size (224)
+  config.data.stream        stream mnist..cifar100 too, per example (False)
+  config.data.num_threads   parallel reads of streamed datasets (16)
   config.data.corruption    kind / p / seed (`coherence_jax.data.sources.
                             Corruption`; kinds in `CORRUPTIONS`; default none)
 
@@ -149,12 +151,18 @@ class Data(NamedTuple):
 
 
 def _base_sources(name: str, *, data_dir: Optional[str], split_seed: int,
-                  image_size: Optional[int], num_threads: int):
+                  image_size: Optional[int], num_threads: int,
+                  stream: bool = False):
   dataset = catalog.spec(name)
   if name == 'mnist5k':
     splits = cj_data.load_mnist5k(seed=split_seed)
     return tuple(sources.ArraySource(splits[k]['image'], splits[k]['label'])
                  for k in ('train', 'test'))
+  if dataset.in_memory and stream:  # fixed-size images, read per example
+    return tuple(sources.StreamingSource(
+        _tfds(name, split, data_dir), image_size=dataset.image_shape[0],
+        resize=None, num_threads=num_threads)
+                 for split in (dataset.train_split, dataset.test_split))
   if dataset.in_memory:
     return tuple(sources.ArraySource(*_arrays(name, split, data_dir))
                  for split in (dataset.train_split, dataset.test_split))
@@ -170,7 +178,7 @@ def open_dataset(name: str, *, data_dir: Optional[str] = None,
                  split_seed: int = 0,
                  corruption: Corruption = Corruption(),
                  normalize: bool = False, image_size: Optional[int] = None,
-                 num_threads: int = 16) -> Data:
+                 num_threads: int = 16, stream: bool = False) -> Data:
   """Dataset `name` as random-access train and test sources.
 
   Args:
@@ -182,6 +190,9 @@ def open_dataset(name: str, *, data_dir: Optional[str] = None,
       corruption); False keeps pixels in [0, 1].
     image_size: streamed datasets' crop size (imagenet2012: 224).
     num_threads: parallel reads of streamed datasets.
+    stream: read an in-memory-sized tfds dataset per example too (a
+      `StreamingSource`, nothing held) instead of whole into arrays; the
+      examples are the same. imagenet2012 always streams; mnist5k never.
 
   Returns:
     `Data(spec, train, test)`; `spec.image_shape` is what the model sees.
@@ -193,7 +204,8 @@ def open_dataset(name: str, *, data_dir: Optional[str] = None,
   """
   dataset = catalog.spec(name)
   train, test = _base_sources(name, data_dir=data_dir, split_seed=split_seed,
-                              image_size=image_size, num_threads=num_threads)
+                              image_size=image_size, num_threads=num_threads,
+                              stream=stream)
   if image_size and not dataset.in_memory:
     dataset = dataclasses.replace(
         dataset, image_shape=(image_size, image_size, dataset.image_shape[2]))
@@ -219,6 +231,26 @@ def corruption_from_config(config) -> Corruption:
     raise ValueError(f'config.data.corruption.{e}') from None
 
 
+def config_for(name: str, **fields):
+  """A `config.data` ConfigDict for dataset `name` (what configs set).
+
+  Streamed datasets (imagenet2012) also get data_dir (a placeholder: None
+  reads TFDS_DATA_DIR; --config.data.data_dir=DIR), image_size (224) and
+  num_threads (32 parallel reads per process). `fields` override or add.
+
+  Example:
+    >>> config_for('imagenet2012').image_size
+    224
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  out = {'name': name, 'split_seed': 0}
+  if not catalog.spec(name).in_memory:
+    out.update(data_dir=ml_collections.config_dict.placeholder(str),
+               image_size=catalog.spec(name).image_shape[0], num_threads=32)
+  out.update(fields)
+  return ml_collections.ConfigDict(out)
+
+
 def open_from_config(config) -> Data:
   """`open_dataset` with the fields of config.data (see the module doc)."""
   d = config.data
@@ -226,7 +258,9 @@ def open_from_config(config) -> Data:
                       split_seed=d.get('split_seed', 0),
                       corruption=corruption_from_config(config),
                       normalize=d.get('normalize', False),
-                      image_size=d.get('image_size', None))
+                      image_size=d.get('image_size', None),
+                      num_threads=d.get('num_threads', 16),
+                      stream=d.get('stream', False))
 
 
 def process_batch_indices(seed: int, step: int, batch_size: int,

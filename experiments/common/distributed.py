@@ -10,9 +10,10 @@ chooses the devices: -1 = every device (of every process), n = the first n
 Processes: `--coordinator_address --num_processes --process_id` join
 `jax.distributed.initialize(...)`; `--distributed=auto` calls it with no
 arguments (Cloud TPU VMs, SLURM: the environment provides the rest). Every
-process holds the whole (small, offline) dataset and draws the same batch
-indices, so each builds the global batch from its own copy; only process 0
-writes files (`is_writer`), the metrics are identical on every process.
+process draws the same batch indices: with an in-memory dataset each builds
+the global batch from its own copy (`shard_batch`); with a streamed one each
+reads only its slice (`shard_local_batch`). Only process 0 writes files
+(`is_writer`), the metrics are identical on every process.
 
 Example:
   >>> mesh = make_mesh(-1)                     # every device, axis 'data'
@@ -155,6 +156,29 @@ def shard_batch(batch: Any, mesh: jax.sharding.Mesh
     weight = _put(np.concatenate([np.ones(size, np.float32),
                                   np.zeros(pad, np.float32)]), sharding)
   return jax.tree.map(lambda x: _put(x, sharding), batch), weight
+
+
+def shard_local_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
+  """The global batch from this process's slice of it (streamed data).
+
+  Each process passes its contiguous slice (`order.process_slice`), the
+  same size on every process and a multiple of its devices on the mesh.
+
+  Raises:
+    ValueError: a slice that does not split evenly over the local devices.
+  """
+  sharding = NamedSharding(mesh, P(AXIS))
+  local = np.shape(jax.tree.leaves(batch)[0])[0]
+  devices = mesh_size(mesh) // jax.process_count()
+  if local % devices:
+    raise ValueError(
+        f'config.train.batch_size: this process reads {local} examples of '
+        f'each batch for its {devices} devices; pass a batch size that is a '
+        f'multiple of {devices * jax.process_count()} (every device of the '
+        'mesh) when several processes stream the data.')
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding,
+                                                       np.asarray(x)), batch)
 
 
 def local_copy(tree: Any) -> Any:

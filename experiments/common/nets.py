@@ -1,10 +1,12 @@
 """Networks by `config.model.name` as pure functions, with per-example scoring.
 
 `make(model_config, image_shape, num_classes, seed)` -> Net(loss_fn, params,
-evaluate): `loss_fn(params, batch) -> [B]` for training and coherence, and a
-jitted `evaluate(params, images, labels) -> (correct [N] bool, loss [N])` for
-accuracies and per-example records (when-learnt, easy / hard), evaluated in
-chunks so a large split fits. 'mlp' initializes exactly like
+evaluate, score, accuracy): `loss_fn(params, batch) -> [B]` for training and
+coherence, and a jitted `evaluate(params, images, labels) -> (correct [N]
+bool, loss [N])` for accuracies and per-example records (when-learnt, easy /
+hard), evaluated in chunks so a large split fits; `score` is the same
+without chunking on any devices (streamed data, one chunk at a time,
+sharded over the mesh), `accuracy` the jitted float32 fraction correct. 'mlp' initializes exactly like
 `experiments.common.model.make_mlp` (same seed, same params).
 
 'mlp' (config.model.widths) and 'cnn' (the small CNN) are built here; any
@@ -19,7 +21,7 @@ Example:
   >>> correct, loss = net.evaluate(net.params, images, labels)
 """
 
-from typing import Any, Callable, NamedTuple, Sequence, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +40,11 @@ class Net(NamedTuple):
   loss_fn: Callable[[Any, Any], jax.Array]  # (params, batch) -> [B] losses
   params: Any
   evaluate: Callable[[Any, Any, Any], Tuple[np.ndarray, np.ndarray]]
+  # jitted (params, images, labels) -> (correct [B], loss [B]) device arrays,
+  # on whatever devices / shardings the arguments have (no chunking).
+  score: Optional[Callable[[Any, Any, Any], Tuple[jax.Array, jax.Array]]] = None
+  # jitted (params, images, labels) -> the float32 fraction correct.
+  accuracy: Optional[Callable[[Any, Any, Any], jax.Array]] = None
 
 
 def _registry_names() -> Tuple[str, ...]:
@@ -64,7 +71,8 @@ def _build_module(model_config: ml_collections.ConfigDict,
     return cj.models.MLP(list(model_config.widths), rngs=rngs)
   if model_config.name == 'cnn':
     return cj.models.CNN(num_classes=num_classes,
-                         in_channels=image_shape[-1], rngs=rngs)
+                         in_channels=image_shape[-1],
+                         image_size=image_shape[0], rngs=rngs)
   # pylint: disable=g-import-not-at-top
   from coherence_jax.models import registry
   from experiments.common import model as model_lib
@@ -83,6 +91,12 @@ def _score(module, batch):
   correct = jnp.argmax(logits, -1) == batch['label']
   return correct, optax.softmax_cross_entropy_with_integer_labels(
       logits, batch['label'])
+
+
+def _correct(module, batch):
+  """As `experiments.common.model`'s: float32 1 / 0 per example."""
+  return (jnp.argmax(module(batch['image']), -1) == batch['label']).astype(
+      jnp.float32)
 
 
 def make(model_config: ml_collections.ConfigDict, image_shape: Sequence[int],
@@ -106,6 +120,9 @@ def make(model_config: ml_collections.ConfigDict, image_shape: Sequence[int],
   score_fn, _ = cj.from_nnx(module, _score)
   score = jax.jit(lambda p, images, labels: score_fn(
       p, {'image': images, 'label': labels}))
+  correct_fn, _ = cj.from_nnx(module, _correct)
+  accuracy = jax.jit(lambda p, images, labels: jnp.mean(correct_fn(
+      p, {'image': images, 'label': labels})))
 
   def evaluate(params, images, labels):
     correct, loss = [], []
@@ -116,4 +133,4 @@ def make(model_config: ml_collections.ConfigDict, image_shape: Sequence[int],
     return (np.concatenate(jax.device_get(correct)),
             np.concatenate(jax.device_get(loss)))
 
-  return Net(loss_fn, params, evaluate)
+  return Net(loss_fn, params, evaluate, score, accuracy)

@@ -22,7 +22,7 @@ FILENAME = 'config.json'
 OVERRIDE = 'allow_config_change'
 # Fields that change where a run computes, not what: a run may resume on
 # another number of devices (results equal up to float32 summation order).
-PLACEMENT_PREFIXES = ('mesh.',)
+PLACEMENT_PREFIXES = ('mesh.', 'data.num_threads')
 
 
 def flatten(tree: Any, prefix: str = '') -> Dict[str, Any]:

@@ -5,17 +5,36 @@ resumable `loop.run` over `data.batch_indices`, and measurements of
 accuracies (train / pristine / corrupt / test, per example for records) and
 of m-coherence on a fixed sample (whole network and per module). The
 experiments (coherence_evolution, learning_order, easy_hard,
-stability_bound, noisy_median) differ only in what they sweep and measure.
+stability_bound, noisy_median, real_vs_random) differ only in what they
+sweep and measure.
+
+Data (`config.data.name`, experiments/common/data.py) comes in two kinds
+(experiments/common/examples.py), chosen by the dataset:
+- in memory (mnist5k, mnist, fashion_mnist, cifar10, cifar100): the split's
+  arrays are held; the noisy labels are drawn for the whole training set at
+  once by the papers' rules (`noisy_labels`) and saved in corruption.npz.
+- streamed (imagenet2012; any tfds dataset with config.data.stream=True):
+  nothing is held but the examples in flight. Training batches, the
+  measurement samples and the evaluation sets are read by index, each
+  process its slice; the noise is the per-index rule of the same kind
+  (`INDEX_RULES`: exactly round(p·N) examples picked, a pure function of
+  (seed, index)), recorded in corruption.json.
+Either way a step's batch is a pure function of (seed, step) and the fixed
+samples of (seed, sizes), so a resumed run repeats an uninterrupted one.
 
 Config fields read here (see any experiment's configs/default.py):
-  seed, data.{name, split_seed}, model.{name, widths},
-  noise.{kind, seed} (p per run), train.{aggregator, learning_rate, momentum,
-  batch_size, epochs, checkpoint_every_epochs}, mesh.data.
+  seed, data.{name, split_seed, data_dir, image_size, normalize, stream,
+  num_threads}, model.{name, widths, ...}, noise.{kind, seed} (p per run),
+  train.{aggregator, learning_rate, momentum, batch_size, epochs,
+  checkpoint_every_epochs}, mesh.data, and optional measure.{eval_size
+  (training examples whose accuracy is tracked; default all),
+  held_out_size (test examples; default all), chunk_size (examples per
+  streamed evaluation / coherence chunk)}.
 
 Example:
   >>> s = setup(config)
-  >>> noisy = load_noise(run_dir, s, kind='uniform', p=0.5, seed=1)
-  >>> rows = fit(run_dir, config, s, noisy['label'], measure=..., measure_steps={0, 40})
+  >>> train = load_noise(run_dir, s, kind='uniform', p=0.5, seed=1)
+  >>> rows = fit(run_dir, s, train, measure=..., measure_steps={0, 40})
 """
 
 import math
@@ -28,9 +47,11 @@ import numpy as np
 
 from coherence_jax import data as cj_data
 from coherence_jax import sharding
+from coherence_jax.data import sources
 from experiments.common import aggregator_specs
 from experiments.common import data
 from experiments.common import distributed
+from experiments.common import examples as examples_lib
 from experiments.common import files
 from experiments.common import loop
 from experiments.common import nets
@@ -39,21 +60,52 @@ from experiments.common import train_step as train_step_lib
 from experiments.common import validation
 
 NOISE_KINDS = ('permute', 'uniform')
+# The per-index rule of each noise kind, for streamed data.
+INDEX_RULES = {'permute': 'permuted_labels', 'uniform': 'uniform_labels'}
 METHODS = ('auto', 'ghost', 'vmap')
+FIXED_SAMPLES = 'fixed_samples.npz'
 Row = Dict[str, Any]
+Examples = examples_lib.Examples
+Evaluator = examples_lib.Evaluator
 
 
 class Setup(NamedTuple):
   """What every run of an experiment shares (compiled functions included)."""
   config: ml_collections.ConfigDict
-  dataset: data.Dataset
+  data: data.Data   # opened by name, clean (the runs' noise comes per run)
   net: nets.Net
   mesh: jax.sharding.Mesh
   trainers: Dict[str, train_step_lib.Trainer]  # by aggregator spec, cached
+  arrays: Dict[str, Any]  # the in-memory splits' arrays, made once
 
   @property
   def train_size(self) -> int:
-    return int(self.dataset['train']['label'].shape[0])
+    return len(self.data.train)
+
+  @property
+  def test_size(self) -> int:
+    return len(self.data.test)
+
+  @property
+  def num_classes(self) -> int:
+    return self.data.spec.num_classes
+
+  @property
+  def streamed(self) -> bool:
+    """Is the data read per example (else held as arrays)?"""
+    return not isinstance(self.data.train.base, sources.ArraySource)
+
+  def split_arrays(self, split: str):
+    """(float32 images, int32 labels) of an in-memory split ('train' or
+    'test'), clean, as the model sees them (normalized if configured)."""
+    if self.streamed:
+      raise ValueError(f'{split}: {self.config.data.name} is streamed; read '
+                       'it by index (examples.Streamed).')
+    if split not in self.arrays:
+      source = getattr(self.data, split)
+      everything = source.gather(np.arange(len(source)))
+      self.arrays[split] = (everything['image'], everything['label'])
+    return self.arrays[split]
 
   def trainer(self, spec: str) -> train_step_lib.Trainer:
     """The (cached) trainer of an aggregator spec, e.g. 'mean' or 'rm3'."""
@@ -65,21 +117,20 @@ class Setup(NamedTuple):
     return self.trainers[spec]
 
 
-def validate_common(config: ml_collections.ConfigDict,
-                    dataset: data.Dataset) -> None:
+def validate_common(config: ml_collections.ConfigDict, train_size: int,
+                    spec: data.catalog.DatasetSpec) -> None:
   """ValueError naming the first bad shared field (nothing is written)."""
-  train_size = int(dataset['train']['label'].shape[0])
   validation.positive_int(config, 'seed', minimum=0)
   nets.check_name(config.model.name)
   if config.model.name == 'mlp':
     widths = tuple(config.model.widths)
-    size = data.input_size(dataset)
+    size = math.prod(spec.image_shape)
     validation.check(
         len(widths) >= 2 and all(isinstance(w, int) and w >= 1
                                  for w in widths)
-        and widths[0] == size and widths[-1] == data.NUM_CLASSES,
+        and widths[0] == size and widths[-1] == spec.num_classes,
         'model.widths', widths, f'pass ({size}, hidden..., '
-        f'{data.NUM_CLASSES}): the input pixels of {config.data.name}, '
+        f'{spec.num_classes}): the input pixels of {config.data.name}, '
         'positive hidden widths, the classes')
   t = config.train
   for field, value in (('learning_rate', t.learning_rate),
@@ -97,6 +148,19 @@ def validate_common(config: ml_collections.ConfigDict,
                    config.noise.kind, f'pass one of {NOISE_KINDS}')
   validation.positive_int(config, 'noise.seed', minimum=0)
   validation.check_mesh(config)
+  measure = config.get('measure', None) or {}
+  for field, upper in (('eval_size', train_size),
+                       ('held_out_size', None)):
+    value = measure.get(field, None)
+    validation.check(value is None or (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        and (upper is None or value <= upper)), f'measure.{field}', value,
+                     'pass None (every example) or a sample size >= 1' +
+                     (f' and <= {upper}' if upper else ''))
+  validation.check(measure.get('chunk_size', 1) is None or (
+      isinstance(measure.get('chunk_size', 1), int)
+      and measure.get('chunk_size', 1) >= 1), 'measure.chunk_size',
+                   measure.get('chunk_size'), 'pass a positive int')
 
 
 def check_fraction(config: ml_collections.ConfigDict, field: str,
@@ -109,40 +173,74 @@ def check_fraction(config: ml_collections.ConfigDict, field: str,
       field, values, 'pass distinct label-noise fractions in [0, 1]')
 
 
+def check_coherence_measure(config: ml_collections.ConfigDict,
+                            train_size: int) -> None:
+  """measure.{sample_size, microbatch_size, method} of a coherence sample."""
+  validation.check_sample_size(config, 'measure.sample_size', train_size)
+  validation.positive_int(config, 'measure.microbatch_size')
+  validation.check(config.measure.method in METHODS, 'measure.method',
+                   config.measure.method, f'pass one of {METHODS}')
+
+
+def check_streamed_batch(config: ml_collections.ConfigDict,
+                         opened: data.Data) -> None:
+  """Several processes streaming: the batch splits evenly over the devices
+  (each process reads its slice, `distributed.shard_local_batch`)."""
+  streamed = not isinstance(opened.train.base, sources.ArraySource)
+  if streamed and jax.process_count() > 1:
+    devices = jax.device_count()
+    validation.check(config.train.batch_size % devices == 0,
+                     'train.batch_size', config.train.batch_size,
+                     f'pass a multiple of {devices}, the devices of all '
+                     f'{jax.process_count()} processes (each process streams '
+                     'its slice of every batch)')
+
+
+def open_data(config: ml_collections.ConfigDict) -> data.Data:
+  """config.data opened by name, clean (`data.open_dataset`)."""
+  d = config.data
+  return data.open_dataset(
+      d.name, data_dir=d.get('data_dir', None),
+      split_seed=d.get('split_seed', 0), normalize=d.get('normalize', False),
+      image_size=d.get('image_size', None),
+      num_threads=d.get('num_threads', 16), stream=d.get('stream', False))
+
+
 def setup(config: ml_collections.ConfigDict,
-          extra_checks: Optional[Callable[[ml_collections.ConfigDict,
-                                           data.Dataset], None]] = None,
+          extra_checks: Optional[Callable[[ml_collections.ConfigDict, int],
+                                          None]] = None,
           workdir: Optional[str] = None) -> Setup:
-  """Loads the data, validates, saves config.json and builds the net.
+  """Opens the data, validates, saves config.json and builds the net.
 
   Args:
     config: the experiment config.
-    extra_checks: the experiment's own `validate(config, dataset)`.
+    extra_checks: the experiment's own `validate(config, train_size)`.
     workdir: if given, `run_config.check_and_save(config, workdir)`.
   """
   data.check_name(config.data.name)
   nets.check_name(config.model.name)
-  dataset = data.load(config.data.name, config.data.split_seed)
-  validate_common(config, dataset)
+  opened = open_data(config)
+  validate_common(config, len(opened.train), opened.spec)
+  check_streamed_batch(config, opened)
   if extra_checks is not None:
-    extra_checks(config, dataset)
+    extra_checks(config, len(opened.train))
   if workdir is not None:
     run_config.check_and_save(config, workdir, distributed.is_writer())
-  image_shape = dataset['train']['image'].shape[1:]
-  classes = (data.num_classes(config.data.name)
-             if hasattr(data, 'num_classes') else data.NUM_CLASSES)
-  net = nets.make(config.model, image_shape, classes, config.seed)
-  return Setup(config, dataset, net, distributed.make_mesh(config.mesh.data),
-               {})
+  net = nets.make(config.model, opened.spec.image_shape,
+                  opened.spec.num_classes, config.seed)
+  return Setup(config, opened, net, distributed.make_mesh(config.mesh.data),
+               {}, {})
 
 
-def noisy_labels(labels: np.ndarray, kind: str, p: float,
-                 seed: int) -> Dict[str, np.ndarray]:
+def noisy_labels(labels: np.ndarray, kind: str, p: float, seed: int,
+                 num_classes: int = data.NUM_CLASSES
+                 ) -> Dict[str, np.ndarray]:
   """{'label', 'selected', 'corrupt'}: p = 0 keeps every label.
 
   'permute': the ICLR 2020 rule (pick with probability p, permute the picked
   labels); 'uniform': 2003.07422 / 2008.01217 (a uniform class with
-  probability p). 'corrupt' = the label actually changed.
+  probability p). 'corrupt' = the label actually changed. Drawn for the
+  whole set at once (in-memory data; streamed data uses `INDEX_RULES`).
   """
   labels = np.asarray(labels)
   if p == 0:
@@ -151,35 +249,92 @@ def noisy_labels(labels: np.ndarray, kind: str, p: float,
   if kind == 'permute':
     return cj_data.corrupt_labels(labels, p, seed)
   if kind == 'uniform':
-    return cj_data.random_labels(labels, data.NUM_CLASSES, p=p, seed=seed)
+    return cj_data.random_labels(labels, num_classes, p=p, seed=seed)
   raise ValueError(f'config.noise.kind: got {kind!r}; pass one of '
                    f'{NOISE_KINDS}.')
 
 
-def load_noise(run_dir: str, s: Setup, kind: str, p: float,
-               seed: int) -> Dict[str, np.ndarray]:
-  """The run's noisy labels, drawn once and kept in run_dir/corruption.npz.
+def index_corruption(kind: str, p: float, seed: int) -> data.Corruption:
+  """The per-index rule of noise `kind` at p (streamed data)."""
+  if kind not in INDEX_RULES:
+    raise ValueError(f'config.noise.kind: got {kind!r}; pass one of '
+                     f'{NOISE_KINDS}.')
+  if p == 0:
+    return data.Corruption()
+  return data.Corruption(INDEX_RULES[kind], p=float(p), seed=int(seed))
 
-  A run_dir holding labels drawn with another (kind, p, seed) is refused.
+
+def _streamed_split(s: Setup, split: str,
+                    corruption: data.Corruption) -> examples_lib.Streamed:
+  clean = getattr(s.data, split)
+  return examples_lib.Streamed(sources.TransformedSource(
+      clean.base, num_classes=s.num_classes, corruption=corruption,
+      mean=clean.mean, std=clean.std, normalize=clean.normalize))
+
+
+def relabel(s: Setup, kind: str, p: float, seed: int,
+            split: str = 'train') -> Examples:
+  """A split with labels noised by `kind` at p (no files written).
+
+  In memory: `noisy_labels` of the whole split (the examples' `corrupt`
+  mask exact). Streamed: the per-index rule (`index_corruption`).
+  """
+  if s.streamed:
+    return _streamed_split(s, split, index_corruption(kind, p, seed))
+  images, labels = s.split_arrays(split)
+  out = noisy_labels(labels, kind, p, seed, s.num_classes)
+  return examples_lib.InMemory(images, out['label'], out['corrupt'])
+
+
+def clean(s: Setup, split: str = 'train') -> Examples:
+  """A split with its own labels ('train' or 'test')."""
+  if s.streamed:
+    return _streamed_split(s, split, data.Corruption())
+  return examples_lib.InMemory(*s.split_arrays(split))
+
+
+def load_noise(run_dir: str, s: Setup, kind: str, p: float,
+               seed: int) -> Examples:
+  """The run's training examples with its noisy labels, drawn once.
+
+  In memory: the labels and masks are kept in run_dir/corruption.npz (and
+  corruption.json), read back by a resumed run. Streamed: corruption.json
+  records the per-index rule (a pure function of (seed, index), nothing to
+  keep). A run_dir holding labels drawn with another (kind, p, seed) is
+  refused.
   """
   npz, meta = (os.path.join(run_dir, 'corruption.npz'),
                os.path.join(run_dir, 'corruption.json'))
   wanted = {'kind': kind, 'p': p, 'seed': seed}
-  if os.path.exists(npz):
+  if os.path.exists(meta):
     saved = files.read_json(meta)
     if {k: saved[k] for k in wanted} != wanted:
       raise ValueError(f'config.noise: got {wanted}; {run_dir} holds labels '
                        f'drawn with {saved}: pass a new --workdir.')
+  writer = distributed.is_writer()
+  if s.streamed:
+    train = relabel(s, kind, p, seed)
+    if writer:
+      os.makedirs(run_dir, exist_ok=True)
+      c, n = train.source.corruption, s.train_size
+      files.write_json(meta, {**wanted, 'rule': c.kind, 'num_examples': n,
+                              'selected_fraction': float(
+                                  np.floor(c.p * n + 0.5) / n
+                                  if c.kind != 'none' else 0.0)})
+    return train
+  images, _ = s.split_arrays('train')
+  if os.path.exists(npz):
     with np.load(npz) as arrays:
-      return dict(arrays)
-  out = noisy_labels(s.dataset['train']['label'], kind, p, seed)
-  if distributed.is_writer():
+      return examples_lib.InMemory(images, arrays['label'], arrays['corrupt'])
+  _, labels = s.split_arrays('train')
+  out = noisy_labels(labels, kind, p, seed, s.num_classes)
+  if writer:
     os.makedirs(run_dir, exist_ok=True)
     files.write_json(meta, {**wanted,
                             'selected_fraction': float(out['selected'].mean()),
                             'corrupt_fraction': float(out['corrupt'].mean())})
     files.write_npz(npz, **out)
-  return out
+  return examples_lib.InMemory(images, out['label'], out['corrupt'])
 
 
 def params_of(state: Any) -> Any:
@@ -202,39 +357,77 @@ def accuracy_row(correct: np.ndarray, loss: np.ndarray,
           'corrupt_accuracy': mean(correct[corrupt])}
 
 
-class Evaluator:
-  """Per-example correctness and loss of a split, cached for one step.
-
-  `at(state, step)` evaluates once per step, so the records update and the
-  metrics row of the same measurement share one forward pass.
-  """
-
-  def __init__(self, net: nets.Net, images: np.ndarray, labels: np.ndarray):
-    device = jax.local_devices()[0]
-    self.net = net
-    self.images, self.labels = jax.device_put((np.asarray(images),
-                                               np.asarray(labels)), device)
-    self._cached = (None, None)
-
-  def at(self, state: Any, step: int):
-    if self._cached[0] != step:
-      self._cached = (step, self.net.evaluate(params_of(state), self.images,
-                                              self.labels))
-    return self._cached[1]
+def fixed_sample(seed: int, size: int, count: int) -> np.ndarray:
+  """`count` example indices drawn once from `seed` (sorted)."""
+  return np.sort(np.random.default_rng([seed, 7]).choice(size, count,
+                                                          replace=False))
 
 
-def coherence_row(s: Setup, state: Any, sample: Dict[str, np.ndarray],
-                  microbatch_size: int, method: str = 'auto') -> Row:
+def held_out_sample(seed: int, size: int, count: int) -> np.ndarray:
+  """`count` test-split indices drawn once from `seed` (sorted)."""
+  return np.sort(np.random.default_rng([seed, 9]).choice(size, count,
+                                                          replace=False))
+
+
+def _measure_field(s: Setup, field: str, default: Any = None) -> Any:
+  measure = s.config.get('measure', None)
+  return default if measure is None else measure.get(field, default)
+
+
+def eval_indices(s: Setup, split: str = 'train') -> Optional[np.ndarray]:
+  """The examples whose accuracy a run tracks: None (all, the default) or
+  the fixed sample of config.measure.eval_size (train; the same examples
+  as a coherence sample of that size) / held_out_size (test)."""
+  if split == 'train':
+    count = _measure_field(s, 'eval_size')
+    return None if count is None else fixed_sample(s.config.seed,
+                                                   s.train_size, count)
+  count = _measure_field(s, 'held_out_size')
+  if count is None or count >= s.test_size:
+    return None
+  return held_out_sample(s.config.seed, s.test_size, count)
+
+
+def evaluator(s: Setup, examples: Examples,
+              indices: Optional[np.ndarray] = None) -> Evaluator:
+  """`examples.Evaluator` of `indices` (None: all) on the run's mesh."""
+  return examples_lib.Evaluator(
+      s.net, examples, indices, mesh=s.mesh,
+      chunk_size=_measure_field(s, 'chunk_size') or examples_lib.CHUNK)
+
+
+def coherence_sample(s: Setup, train: Examples, size: int):
+  """The fixed coherence sample (`fixed_sample(config.seed, N, size)`) of
+  the run's training examples: arrays in memory, an `examples.Sample` of
+  indices when streamed."""
+  indices = fixed_sample(s.config.seed, s.train_size, size)
+  if train.streamed:
+    return examples_lib.Sample(train, indices)
+  return train.gather(indices)
+
+
+def coherence_row(s: Setup, state: Any, sample: Any, microbatch_size: int,
+                  method: str = 'auto') -> Row:
   """m-coherence of a fixed sample: whole network and per module.
+
+  Args:
+    sample: `coherence_sample(...)`: {'image', 'label'} arrays, or an
+      `examples.Sample` read in chunks (statistics merged).
 
   Returns:
     'm_coherence', 'alpha', 'alpha_unbiased' (self-term-free α̂),
     'gradient_diversity', 'mean_sq_norm' (Q / m, the mean ‖g_i‖²),
     'modules' {name: m-coherence} and 'shares' {name: Q_l / Q}.
   """
-  stats = sharding.sharded_coherence_stats(
-      s.net.loss_fn, state['params'], sample, s.mesh,
-      microbatch_size=microbatch_size, method=method)
+  if isinstance(sample, examples_lib.Sample):
+    stats = examples_lib.coherence_stats(
+        s.net.loss_fn, state['params'], sample, s.mesh,
+        microbatch_size=microbatch_size, method=method,
+        chunk_size=_measure_field(s, 'chunk_size') or examples_lib.CHUNK)
+  else:
+    stats = sharding.sharded_coherence_stats(
+        s.net.loss_fn, state['params'], sample, s.mesh,
+        microbatch_size=microbatch_size, method=method)
   numbers = stats.report()
   return {
       'm_coherence': numbers['m_coherence'], 'alpha': numbers['alpha'],
@@ -251,7 +444,7 @@ def steps_per_epoch(s: Setup, train_size: Optional[int] = None) -> int:
   return (train_size or s.train_size) // s.config.train.batch_size
 
 
-def fit(run_dir: str, s: Setup, labels: np.ndarray, *,
+def fit(run_dir: str, s: Setup, train: Examples, *,
         measure: Callable[[Any, int], Row], measure_steps: Sequence[int],
         spec: Optional[str] = None, epochs: Optional[int] = None,
         train_indices: Optional[np.ndarray] = None,
@@ -265,7 +458,7 @@ def fit(run_dir: str, s: Setup, labels: np.ndarray, *,
   Args:
     run_dir: the run's directory (metrics.jsonl, checkpoints/, records.npz).
     s: the experiment's `setup`.
-    labels: the (noisy) training labels, [N].
+    train: the run's training examples (`load_noise`, `relabel`, `clean`).
     measure: `measure(state, step) -> row` (see `loop.run`).
     measure_steps: the steps to measure at.
     spec: the aggregator (default config.train.aggregator).
@@ -280,21 +473,24 @@ def fit(run_dir: str, s: Setup, labels: np.ndarray, *,
   """
   config = s.config
   trainer = s.trainer(spec or config.train.aggregator)
-  images = np.asarray(s.dataset['train']['image'])
-  labels = np.asarray(labels)
-  pool = (np.arange(len(labels)) if train_indices is None
-          else np.asarray(train_indices))
-  size, batch_size = len(pool), config.train.batch_size
+  pool = None if train_indices is None else np.asarray(train_indices)
+  size = len(train) if pool is None else len(pool)
+  batch_size = config.train.batch_size
   if batch_size > size:
     raise ValueError(f'config.train.batch_size: got {batch_size}; the run '
                      f'{name or run_dir} trains on {size} examples: pass '
                      f'<= {size}.')
   per_epoch = size // batch_size
   total = per_epoch * (epochs or config.train.epochs)
+  read = examples_lib.batch_reader(train, seed=config.seed,
+                                   batch_size=batch_size, total_steps=total,
+                                   pool=pool)
 
   def train_step(state, step):
-    idx = pool[data.batch_indices(config.seed, step, batch_size, size)]
-    return trainer.step(state, {'image': images[idx], 'label': labels[idx]})
+    batch, process_local = read(step)
+    if process_local:
+      return trainer.step(state, batch, process_local=True)
+    return trainer.step(state, batch)
 
   return loop.run(
       run_dir, state=trainer.init(s.net.params), total_steps=total,
@@ -318,20 +514,81 @@ def noise_dir(p: float) -> str:
   return f'noise_{p:.2f}'
 
 
+class Run(NamedTuple):
+  """One run's directory, training examples and evaluators."""
+  run_dir: str
+  train: Examples       # with the run's labels
+  train_eval: Evaluator  # `eval_indices(s, 'train')` of `train`
+  test_eval: Evaluator   # `eval_indices(s, 'test')` of the clean test split
+  per_epoch: int
+
+  @property
+  def corrupt(self) -> np.ndarray:
+    """The corrupt mask of the evaluated training examples."""
+    return self.train_eval.corrupt
+
+
+def open_run(s: Setup, run_dir: str, train: Examples,
+             sample_size: Optional[int] = None) -> Run:
+  """The `Run` of `train` in run_dir; records its fixed index sets.
+
+  run_dir/fixed_samples.npz (process 0) keeps the index sets the run
+  measures on: 'coherence' (a sample of `sample_size`, if given), 'eval'
+  and 'held_out' (where config.measure limits them to samples).
+  """
+  sets = {'eval': eval_indices(s, 'train'),
+          'held_out': eval_indices(s, 'test')}
+  if sample_size:
+    sets['coherence'] = fixed_sample(s.config.seed, s.train_size, sample_size)
+  sets = {k: v for k, v in sets.items() if v is not None}
+  if sets and distributed.is_writer():
+    os.makedirs(run_dir, exist_ok=True)
+    files.write_npz(os.path.join(run_dir, FIXED_SAMPLES), **sets)
+  return Run(run_dir, train, evaluator(s, train, sets.get('eval')),
+             evaluator(s, clean(s, 'test'), sets.get('held_out')),
+             steps_per_epoch(s))
+
+
+def test_row(run: Run, state: Any, step: int) -> Row:
+  """'test_accuracy' and 'test_loss' of the run's held-out examples."""
+  correct, loss = run.test_eval.at(state, step)
+  return {'test_accuracy': float(correct.mean()),
+          'test_loss': float(loss.mean())}
+
+
+def write_summary(run_dir: str, summary: Dict[str, Any]) -> Dict[str, Any]:
+  """Writes run_dir/summary.json (process 0; marks the run finished)."""
+  if distributed.is_writer():
+    files.write_json(os.path.join(run_dir, 'summary.json'), summary)
+  return summary
+
+
 def sweep_noise_levels(config: ml_collections.ConfigDict, workdir: str,
                        validate: Callable[..., None],
                        run_level: Callable[..., Dict[str, Any]],
                        write_report: Callable[[str], Any],
-                       on_step: Optional[Callable[[int], None]] = None
+                       on_step: Optional[Callable[[int], None]] = None,
+                       sample_size: Optional[int] = None
                        ) -> Dict[str, Dict[str, Any]]:
-  """`run_level(s, workdir, p, on_step)` for every p of config.noise.levels.
+  """`run_level(s, run, p, on_step) -> summary` for every p of
+  config.noise.levels, `run` the `open_run` of workdir/noise_<p> with the
+  noisy labels of p (`load_noise`). A level whose summary.json exists is
+  not run again.
 
-  Returns {noise_<p>: summary}; process 0 also writes workdir/summary.json
-  and the report (`write_report(workdir)`).
+  Returns {noise_<p>: summary}; process 0 also writes each level's
+  summary.json, workdir/summary.json and the report
+  (`write_report(workdir)`).
   """
   s = setup(config, validate, workdir)
-  summary = {noise_dir(p): run_level(s, workdir, p, on_step)
-             for p in config.noise.levels}
+  summary = {}
+  for p in config.noise.levels:
+    run_dir = os.path.join(workdir, noise_dir(p))
+    done = finished_summary(run_dir)
+    if done is None:
+      train = load_noise(run_dir, s, config.noise.kind, p, config.noise.seed)
+      done = write_summary(run_dir, run_level(
+          s, open_run(s, run_dir, train, sample_size), p, on_step))
+    summary[noise_dir(p)] = done
   if distributed.is_writer():
     files.write_json(os.path.join(workdir, 'summary.json'), summary)
     write_report(workdir)
@@ -342,21 +599,3 @@ def finished_summary(run_dir: str) -> Optional[Dict[str, Any]]:
   """run_dir/summary.json if the run has finished, else None."""
   path = os.path.join(run_dir, 'summary.json')
   return files.read_json(path) if os.path.exists(path) else None
-
-
-def sample_of(images: np.ndarray, labels: np.ndarray,
-              indices: np.ndarray) -> Dict[str, np.ndarray]:
-  """{'image', 'label'} of the given examples (a fixed measurement sample)."""
-  return {'image': np.asarray(images)[indices],
-          'label': np.asarray(labels)[indices]}
-
-
-def fixed_sample(seed: int, size: int, count: int) -> np.ndarray:
-  """`count` example indices drawn once from `seed` (sorted)."""
-  return np.sort(np.random.default_rng([seed, 7]).choice(size, count,
-                                                          replace=False))
-
-
-def test_split(s: Setup):
-  """(images, labels) of the test split."""
-  return s.dataset['test']['image'], s.dataset['test']['label']

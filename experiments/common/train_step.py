@@ -85,6 +85,9 @@ def make_train_step(grad_fn: GradFn, optimizer: optax.GradientTransformation,
   Returns:
     The step; `finite` is a device bool: are all new params finite? Reading it
     forces a sync, so the loop reads a batch of them at its check points.
+    On a mesh, `step(state, batch, process_local=True)` takes this process's
+    slice of the global batch instead (streamed data, several processes;
+    `distributed.shard_local_batch`).
   """
   def update(state, grads):
     updates, opt_state = optimizer.update(grads, state['opt_state'],
@@ -116,9 +119,13 @@ def make_train_step(grad_fn: GradFn, optimizer: optax.GradientTransformation,
   sync = (jax.process_count() > 1
           and mesh.devices.flat[0].platform == 'cpu')
 
-  def step(state, batch):
-    size = np.shape(jax.tree.leaves(batch)[0])[0]
-    data, weight = distributed.shard_batch(batch, mesh)
+  def step(state, batch, process_local=False):
+    if process_local:  # this process's slice of the global batch
+      data = distributed.shard_local_batch(batch, mesh)
+      size, weight = np.shape(jax.tree.leaves(data)[0])[0], None
+    else:
+      size = np.shape(jax.tree.leaves(batch)[0])[0]
+      data, weight = distributed.shard_batch(batch, mesh)
     out = sharded(state, data, weight, size)
     return jax.block_until_ready(out) if sync else out
   return step

@@ -40,25 +40,34 @@ def _get(config: ml_collections.ConfigDict, field: str) -> Any:
 
 
 def check_common(config: ml_collections.ConfigDict, train_size: int,
-                 input_size: int) -> None:
+                 input_size: int, num_classes: int = data.NUM_CLASSES
+                 ) -> None:
   """The fields both experiments share: seed, data, model, train.
 
   Args:
     config: the experiment config.
     train_size: examples in the training set (N).
     input_size: values per input image (784 for MNIST).
+    num_classes: the dataset's classes.
+
+  config.model.name defaults to 'mlp', whose config.model.widths are
+  checked; other names (`experiments.common.nets`) take no widths.
   """
   data.check_name(config.data.name)
   positive_int(config, 'seed', minimum=0)
-  widths = tuple(config.model.widths)
-  check(len(widths) >= 2 and all(_is_int(w) and w >= 1 for w in widths),
-        'model.widths', widths, 'pass positive integers (input, hidden..., '
-        f'output), e.g. ({input_size}, 2048, {data.NUM_CLASSES})')
-  check(widths[0] == input_size, 'model.widths', widths,
-        f'the first width must be the {input_size} input pixels of '
-        f'{config.data.name}')
-  check(widths[-1] == data.NUM_CLASSES, 'model.widths', widths,
-        f'the last width must be the {data.NUM_CLASSES} classes')
+  name = config.model.get('name', 'mlp')
+  from experiments.common import nets  # pylint: disable=g-import-not-at-top
+  nets.check_name(name)
+  if name == 'mlp':
+    widths = tuple(config.model.widths)
+    check(len(widths) >= 2 and all(_is_int(w) and w >= 1 for w in widths),
+          'model.widths', widths, 'pass positive integers (input, '
+          f'hidden..., output), e.g. ({input_size}, 2048, {num_classes})')
+    check(widths[0] == input_size, 'model.widths', widths,
+          f'the first width must be the {input_size} input pixels of '
+          f'{config.data.name}')
+    check(widths[-1] == num_classes, 'model.widths', widths,
+          f'the last width must be the {num_classes} classes')
   lr = config.train.learning_rate
   check(isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0,
         'train.learning_rate', lr, 'pass a finite number > 0, e.g. 0.1')

@@ -23,10 +23,8 @@ from typing import Any, Callable, Dict, Optional
 import ml_collections
 import numpy as np
 
-from experiments.common import data
 from experiments.common import distributed
 from experiments.common import files
-from experiments.common import loop
 from experiments.common import records as records_lib
 from experiments.common import supervised
 from experiments.common import validation
@@ -35,9 +33,9 @@ from experiments.easy_hard import report
 KINDS = ('easy', 'hard', 'random')
 
 
-def validate(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
+def validate(config: ml_collections.ConfigDict, train_size: int) -> None:
   """ValueError naming the first bad experiment field."""
-  del dataset
+  del train_size
   levels = tuple(config.noise.levels)
   supervised.check_fraction(config, 'noise.levels', levels)
   validation.check(len(levels) == 1, 'noise.levels', levels,
@@ -47,6 +45,10 @@ def validate(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
   validation.check(isinstance(config.easy_hard.equal_sizes, bool),
                    'easy_hard.equal_sizes', config.easy_hard.equal_sizes,
                    'pass True or False')
+  measure = config.get('measure', None) or {}
+  validation.check(measure.get('eval_size', None) is None,
+                   'measure.eval_size', measure.get('eval_size', None),
+                   'pass None: the split needs every training example')
 
 
 def halves(learnt_at_end: np.ndarray, seed: int, equal_sizes: bool
@@ -76,34 +78,38 @@ def halves(learnt_at_end: np.ndarray, seed: int, equal_sizes: bool
   return out
 
 
-def split(s: supervised.Setup, workdir: str, labels: np.ndarray,
+def split(s: supervised.Setup, workdir: str, train: supervised.Examples,
           on_step: Optional[Callable[[int], None]]) -> Dict[str, np.ndarray]:
-  """The split run (resumable) and its halves, saved in split.npz."""
+  """The split run (resumable) and its halves, saved in split.npz.
+
+  Every example is classified at each epoch (the records; streamed data: a
+  pass over the training set, each process its slice); every process
+  computes the same halves.
+  """
   config = s.config
   path = os.path.join(workdir, 'split.npz')
   if os.path.exists(path):
     with np.load(path) as saved:
       return dict(saved)
   run_dir = os.path.join(workdir, 'split')
-  train_eval = supervised.Evaluator(s.net, s.dataset['train']['image'], labels)
+  train_eval = supervised.evaluator(s, train)
+  kept = {}  # the latest records, on every process
 
   def update_records(state, records, step):
-    return records_lib.update(records, train_eval.at(state, step)[0], step)
+    kept['records'] = records_lib.update(records, train_eval.at(state, step)[0],
+                                         step)
+    return kept['records']
 
   def measure(state, step):
     return supervised.accuracy_row(*train_eval.at(state, step),
-                                   np.zeros(len(labels), bool))
+                                   np.zeros(len(train), bool))
 
   total = supervised.total_steps(s)
-  supervised.fit(run_dir, s, labels, measure=measure,
+  supervised.fit(run_dir, s, train, measure=measure,
                  measure_steps=range(0, total, supervised.steps_per_epoch(s)),
                  records=records_lib.init(s.train_size),
                  update_records=update_records, on_step=on_step, name='split')
-  if not distributed.is_writer():
-    raise NotImplementedError('easy_hard runs in one process (the split is '
-                              "process 0's records.npz).")
-  with np.load(os.path.join(run_dir, loop.RECORDS)) as saved:
-    learnt_at_end = saved['learnt_step'] >= 0
+  learnt_at_end = np.asarray(kept['records']['learnt_step']) >= 0
   out = halves(learnt_at_end, config.seed, config.easy_hard.equal_sizes)
   if min(len(v) for v in out.values()) < config.train.batch_size:
     raise ValueError(
@@ -111,30 +117,46 @@ def split(s: supervised.Setup, workdir: str, labels: np.ndarray,
         f'have {min(len(v) for v in out.values())} examples '
         f'({int(learnt_at_end.sum())} easy, {int((~learnt_at_end).sum())} '
         'hard): pass a smaller batch size or change config.train.epochs.')
-  files.write_json(os.path.join(workdir, 'split.json'), {
-      'easy': int(learnt_at_end.sum()), 'hard': int((~learnt_at_end).sum()),
-      **{k: int(len(v)) for k, v in out.items()}})
-  files.write_npz(path, learnt_at_end=learnt_at_end, **out)
+  if distributed.is_writer():
+    files.write_json(os.path.join(workdir, 'split.json'), {
+        'easy': int(learnt_at_end.sum()), 'hard': int((~learnt_at_end).sum()),
+        **{k: int(len(v)) for k, v in out.items()}})
+    files.write_npz(path, learnt_at_end=learnt_at_end, **out)
   return {'learnt_at_end': learnt_at_end, **out}
 
 
 def train_kind(s: supervised.Setup, workdir: str, kind: str,
-               labels: np.ndarray, sets: Dict[str, np.ndarray],
+               train: supervised.Examples, sets: Dict[str, np.ndarray],
                on_step: Optional[Callable[[int], None]]) -> Dict[str, Any]:
-  """A fresh network on the `kind` train half; accuracies on every half."""
+  """A fresh network on the `kind` train half; accuracies on every half.
+
+  In memory every training example is classified at a measurement; streamed
+  data only the examples of the halves measured.
+  """
   config = s.config
   run_dir = os.path.join(workdir, f'train_{kind}')
   done = supervised.finished_summary(run_dir)
   if done is not None:
     return done
-  train_eval = supervised.Evaluator(s.net, s.dataset['train']['image'], labels)
-  test_eval = supervised.Evaluator(s.net, *supervised.test_split(s))
+  needed = None
+  if train.streamed:
+    needed = np.unique(np.concatenate(
+        [sets[f'{kind}_train']] + [sets[f'{k}_test'] for k in KINDS]))
+  train_eval = supervised.evaluator(s, train, needed)
+  test_eval = supervised.evaluator(s, supervised.clean(s, 'test'),
+                                   supervised.eval_indices(s, 'test'))
+
+  def of(correct, subset):
+    return correct[subset if needed is None
+                   else np.searchsorted(needed, subset)]
 
   def measure(state, step):
     correct, _ = train_eval.at(state, step)
-    row = {'train_subset_accuracy': float(correct[sets[f'{kind}_train']].mean())}
+    row = {'train_subset_accuracy': float(
+        of(correct, sets[f'{kind}_train']).mean())}
     for other in KINDS:
-      row[f'{other}_test_accuracy'] = float(correct[sets[f'{other}_test']].mean())
+      row[f'{other}_test_accuracy'] = float(
+          of(correct, sets[f'{other}_test']).mean())
     row['test_accuracy'] = float(test_eval.at(state, step)[0].mean())
     return row
 
@@ -142,16 +164,13 @@ def train_kind(s: supervised.Setup, workdir: str, kind: str,
   size = len(sets[f'{kind}_train'])
   total = supervised.total_steps(s, epochs, size)
   rows = supervised.fit(
-      run_dir, s, labels, measure=measure, epochs=epochs,
+      run_dir, s, train, measure=measure, epochs=epochs,
       measure_steps=range(0, total, config.easy_hard.measure_every_steps),
       train_indices=sets[f'{kind}_train'], on_step=on_step,
       name=f'train {kind}',
       # Halves are small (a few steps per epoch): checkpoint by steps.
       checkpoint_every=config.easy_hard.measure_every_steps)
-  summary = report.summarize(rows)
-  if distributed.is_writer():
-    files.write_json(os.path.join(run_dir, 'summary.json'), summary)
-  return summary
+  return supervised.write_summary(run_dir, report.summarize(rows))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -160,13 +179,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """The split run and the three subset runs; {'split', 'train_<kind>'}."""
   s = supervised.setup(config, validate, workdir)
   p = config.noise.levels[0]
-  noisy = supervised.load_noise(workdir, s, config.noise.kind, p,
+  train = supervised.load_noise(workdir, s, config.noise.kind, p,
                                 config.noise.seed)
-  sets = split(s, workdir, noisy['label'], on_step)
-  summary = {'split': files.read_json(os.path.join(workdir, 'split.json'))}
+  sets = split(s, workdir, train, on_step)
+  learnt_at_end = sets['learnt_at_end']
+  summary = {'split': {
+      'easy': int(learnt_at_end.sum()), 'hard': int((~learnt_at_end).sum()),
+      **{k: int(len(v)) for k, v in sets.items() if k != 'learnt_at_end'}}}
   for kind in KINDS:
-    summary[f'train_{kind}'] = train_kind(s, workdir, kind, noisy['label'],
-                                          sets, on_step)
+    summary[f'train_{kind}'] = train_kind(s, workdir, kind, train, sets,
+                                          on_step)
   if distributed.is_writer():
     files.write_json(os.path.join(workdir, 'summary.json'), summary)
     report.write_report(workdir)

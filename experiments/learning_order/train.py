@@ -17,72 +17,63 @@ import os
 from typing import Any, Callable, Dict, Optional
 
 import ml_collections
-import numpy as np
 
-from experiments.common import data
 from experiments.common import distributed
 from experiments.common import files
-from experiments.common import loop
 from experiments.common import records as records_lib
 from experiments.common import supervised
 from experiments.common import validation
 from experiments.learning_order import report
 
 
-def validate(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
+def validate(config: ml_collections.ConfigDict, train_size: int) -> None:
   """ValueError naming the first bad experiment field."""
-  del dataset
+  del train_size
   supervised.check_fraction(config, 'noise.levels', config.noise.levels)
   validation.positive_int(config, 'measure.every_steps')
   rise = config.analysis.memorization_rise
   validation.check(isinstance(rise, (int, float)) and 0 < rise < 1,
                    'analysis.memorization_rise', rise,
                    'pass a fraction in (0, 1), e.g. 0.05')
+  validation.check(config.measure.get('eval_size', None) is None,
+                   'measure.eval_size', config.measure.get('eval_size'),
+                   'pass None: the records need every training example')
 
 
-def run_level(s: supervised.Setup, workdir: str, p: float,
+def run_level(s: supervised.Setup, run: supervised.Run, p: float,
               on_step: Optional[Callable[[int], None]] = None
               ) -> Dict[str, Any]:
-  """Trains at noise level p in workdir/noise_<p> (resuming); its summary."""
+  """Trains at noise level p in run.run_dir (resuming); its summary."""
   config = s.config
-  run_dir = os.path.join(workdir, supervised.noise_dir(p))
-  done = supervised.finished_summary(run_dir)
-  if done is not None:
-    return done
-  noisy = supervised.load_noise(run_dir, s, config.noise.kind, p,
-                                config.noise.seed)
-  train_eval = supervised.Evaluator(s.net, s.dataset['train']['image'],
-                                    noisy['label'])
-  test_eval = supervised.Evaluator(s.net, *supervised.test_split(s))
-  corrupt = noisy['corrupt']
-  per_epoch = supervised.steps_per_epoch(s)
+  kept = {}  # the latest records, on every process
 
   def update_records(state, records, step):
-    return records_lib.update(records, train_eval.at(state, step)[0], step)
+    kept['records'] = records_lib.update(records,
+                                         run.train_eval.at(state, step)[0],
+                                         step)
+    return kept['records']
 
   def measure(state, step):
-    row = {'epoch': step / per_epoch,
-           **supervised.accuracy_row(*train_eval.at(state, step), corrupt)}
-    correct, loss = test_eval.at(state, step)
-    row['test_accuracy'], row['test_loss'] = float(correct.mean()), float(
-        loss.mean())
-    return row
+    return {'epoch': step / run.per_epoch,
+            **supervised.accuracy_row(*run.train_eval.at(state, step),
+                                      run.corrupt),
+            **supervised.test_row(run, state, step)}
 
   total = supervised.total_steps(s)
   rows = supervised.fit(
-      run_dir, s, noisy['label'], measure=measure,
+      run.run_dir, s, run.train, measure=measure,
       measure_steps=range(0, total, config.measure.every_steps),
       records=records_lib.init(s.train_size), update_records=update_records,
       on_step=on_step, name=f'noise {p:.2f}')
-  if not distributed.is_writer():  # records.npz is process 0's
-    return report.summarize(rows, None, corrupt,
-                            config.analysis.memorization_rise)
-  with np.load(os.path.join(run_dir, loop.RECORDS)) as saved:
-    learnt, first = saved['learnt_step'], saved['first_correct_step']
-  summary = report.summarize(rows, learnt, corrupt,
-                             config.analysis.memorization_rise, first)
-  files.write_json(os.path.join(run_dir, 'summary.json'), summary)
-  return summary
+  records = kept['records']  # as written to records.npz (process 0)
+  if run.train.streamed and distributed.is_writer():
+    # The mask the report reads (in memory, load_noise wrote it with the
+    # labels): streamed, it comes with the evaluation of every example.
+    files.write_npz(os.path.join(run.run_dir, 'corruption.npz'),
+                    corrupt=run.corrupt)
+  return report.summarize(rows, records['learnt_step'], run.corrupt,
+                          config.analysis.memorization_rise,
+                          records['first_correct_step'])
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,

@@ -47,15 +47,8 @@ def validate(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
                    'pass a probability in (0, 1] (p = 0 leaves no corrupt '
                    'examples to measure)')
   validation.positive_int(config, 'noise.seed', minimum=0)
-  specs = tuple(config.aggregators)
-  validation.check(len(specs) >= 1 and len(set(specs)) == len(specs),
-                   'aggregators', specs, 'pass distinct aggregator names, '
-                   'e.g. --config.aggregators=\'("mean","winsorized:4")\'')
-  for spec in specs:
-    try:
-      aggregator_specs.parse(spec, config.train.batch_size)
-    except ValueError as e:
-      raise ValueError(f'config.aggregators: {e}') from None
+  aggregator_specs.check_config(
+      config, '--config.aggregators=\'("mean","winsorized:4")\'')
   validation.positive_int(config, 'measure.every_steps')
   validation.check_sample_size(config, 'measure.coherence_sample_size',
                                train_size)
@@ -199,7 +192,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     with noisy_labels.png and table.md.
   """
   data.check_name(config.data.name)
-  dataset = data.load(config.data.name, config.data.split_seed)
+  dataset = data.load(config.data.name, config.data.split_seed,
+                      data_dir=config.data.get('data_dir', None))
   validate(config, dataset)
   writer = distributed.is_writer()
   run_config.check_and_save(config, workdir, writer)

@@ -64,11 +64,17 @@ def write_report(workdir: str, out_dir: Optional[str] = None) -> str:
             'corrupt_accuracy_at_third', 'corrupt_accuracy_at_two_thirds',
             'final_corrupt_accuracy')),
         s['final_pristine_accuracy']] for k, s in summaries.items()])
+  if 'corrupt_fraction' in noise:
+    changed = (f"{100 * noise['corrupt_fraction']:.1f} % of the training "
+               "labels actually changed ('corrupt')")
+  else:  # streamed data: the per-index rule, an exact fraction relabelled
+    changed = (f"{100 * noise['selected_fraction']:.1f} % of the training "
+               f"examples relabelled (per-index rule `{noise['rule']}`; "
+               "'corrupt' = the label actually changed)")
   text = f"""# Median of 3 at {100 * config['noise']['p']:.0f} % label noise (2003.07422)
 
 {reporting.config_line(config)} Labels: `{noise['kind']}` noise with
-p = {noise['p']}: {100 * noise['corrupt_fraction']:.1f} % of the training
-labels actually changed ('corrupt'). No momentum. `m3`: one update per 3
+p = {noise['p']}: {changed}. No momentum. `m3`: one update per 3
 batch gradients (their median); `rm3_reference` / `ra3_reference`: the
 median / mean of the current and the previous two batch gradients, no step
 until 3 are buffered (the authors' PyTorch RM3); `mean`: plain SGD.

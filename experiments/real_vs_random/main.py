@@ -5,6 +5,8 @@ r"""Real versus random labels: m-coherence over training (the `make demo`).
 
 Writes <workdir>/<mode>/metrics.jsonl, summary.json, real_vs_random.png,
 table.md. A crashed run resumes from its checkpoints when started again.
+The full-size run (ResNet-50 on streamed ImageNet, m = 50,000):
+--config=experiments/real_vs_random/configs/resnet50_imagenet.py.
 
 Several processes (one per host, or N on one machine for testing; see
 launch/): add --coordinator_address=HOST:PORT --num_processes=N

@@ -1,12 +1,20 @@
 """Real vs random labels: train per label mode, measure m-coherence, report.
 
 Each label mode trains in `workdir/<mode>/` (resumable; a finished run is not
-repeated) and writes metrics.jsonl, train_labels.npy and summary.json; the
-workdir gets config.json (first start), summary.json, real_vs_random.png and
-table.md. Training is data-parallel over `config.mesh.data` devices (see
-experiments/common/distributed.py); m-coherence is measured with
-`sharded_coherence_stats` on the same mesh. In a multi-process run only
-process 0 writes; every process computes the same metrics.
+repeated) and writes metrics.jsonl, the labels it trained on
+(train_labels.npy; streamed data: labels.json, the per-index rule) and
+summary.json; the workdir gets config.json (first start), summary.json,
+real_vs_random.png and table.md. The network is chosen by
+`config.model.name` (default 'mlp' with config.model.widths; e.g. 'resnet50',
+experiments/common/nets.py) and the data by `config.data.name`: mnist5k and
+the in-memory tfds datasets are held as arrays, imagenet2012 is streamed
+(each process reads its slice of every batch and measurement chunk, see
+experiments/common/examples.py). Training is data-parallel over
+`config.mesh.data` devices (experiments/common/distributed.py); m-coherence
+of the FIXED sample of the first `measure.sample_size` training examples is
+measured on the same mesh (streamed: in chunks, statistics merged), whole
+network and per module. In a multi-process run only process 0 writes; every
+process computes the same metrics.
 
 Example:
   >>> from experiments.real_vs_random.configs import tiny
@@ -15,26 +23,26 @@ Example:
   True
 """
 
+import math
 import os
 from typing import Any, Callable, Dict, Optional
 
 import jax
 import ml_collections
 import numpy as np
-import optax
 
 import coherence_jax as cj
 from coherence_jax import data as cj_data
 from coherence_jax import sharding
 from experiments.common import data
 from experiments.common import distributed
+from experiments.common import examples as examples_lib
 from experiments.common import files
-from experiments.common import loop
-from experiments.common import model as model_lib
+from experiments.common import nets
 from experiments.common import plots
 from experiments.common import run_config
 from experiments.common import schedule
-from experiments.common import train_step as train_step_lib
+from experiments.common import supervised
 from experiments.common import validation
 from experiments.real_vs_random import report
 
@@ -42,10 +50,21 @@ LABEL_MODES = ('real', 'random')
 METHODS = ('auto', 'ghost', 'vmap')
 
 
-def validate(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
+def model_config(config: ml_collections.ConfigDict
+                 ) -> ml_collections.ConfigDict:
+  """config.model with its name (default 'mlp', the demo's)."""
+  model = ml_collections.ConfigDict(config.model.to_dict())
+  model.name = config.model.get('name', 'mlp')
+  return model
+
+
+def validate(config: ml_collections.ConfigDict, opened: data.Data) -> None:
   """ValueError naming the first bad field of `config` (nothing is written)."""
-  train_size = dataset['train']['label'].shape[0]
-  validation.check_common(config, train_size, data.input_size(dataset))
+  train_size = len(opened.train)
+  validation.check_common(config, train_size,
+                          math.prod(opened.spec.image_shape),
+                          opened.spec.num_classes)
+  supervised.check_streamed_batch(config, opened)
   modes = tuple(config.label_modes)
   validation.check(
       modes and set(modes) <= set(LABEL_MODES) and len(set(modes)) == len(modes),
@@ -58,16 +77,41 @@ def validate(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
                    'measure.growth', growth, 'pass a factor > 1, e.g. 1.15')
   validation.check(config.measure.method in METHODS, 'measure.method',
                    config.measure.method, f'pass one of {METHODS}')
+  momentum = config.train.get('momentum', None) or 0.0
+  validation.check(isinstance(momentum, (int, float)) and
+                   math.isfinite(momentum) and momentum >= 0,
+                   'train.momentum', momentum, 'pass a finite number >= 0')
+  for field, upper in (('eval_size', train_size),
+                       ('held_out_size', len(opened.test))):
+    value = config.measure.get(field, None)
+    validation.check(value is None or (
+        isinstance(value, int) and 1 <= value <= upper), f'measure.{field}',
+                     value, f'pass None (every example) or 1..{upper}')
 
 
-def labels_for_mode(labels: np.ndarray, mode: str, seed: int) -> np.ndarray:
+def labels_for_mode(labels: np.ndarray, mode: str, seed: int,
+                    num_classes: int = data.NUM_CLASSES) -> np.ndarray:
   """'real' keeps the labels; 'random' draws each uniformly from its seed."""
   if mode == 'real':
     return labels
   if mode == 'random':
-    return cj_data.random_labels(labels, data.NUM_CLASSES, p=1.0,
+    return cj_data.random_labels(labels, num_classes, p=1.0,
                                  seed=seed)['label']
   raise ValueError(f'label mode: got {mode!r}; pass one of {LABEL_MODES}.')
+
+
+def examples_for_mode(s: supervised.Setup, mode: str,
+                      seed: int) -> supervised.Examples:
+  """The training examples of a label mode ('random': 100 % uniform labels;
+  in memory drawn for the whole set, streamed per index)."""
+  if mode not in LABEL_MODES:
+    raise ValueError(f'label mode: got {mode!r}; pass one of {LABEL_MODES}.')
+  if s.streamed:
+    return supervised.relabel(s, 'uniform', 1.0 if mode == 'random' else 0.0,
+                              seed)
+  images, labels = s.split_arrays('train')
+  return examples_lib.InMemory(
+      images, labels_for_mode(labels, mode, seed, s.num_classes))
 
 
 def measurement_row(step: int, steps_per_epoch: int,
@@ -85,64 +129,93 @@ def measurement_row(step: int, steps_per_epoch: int,
   }
 
 
-def run_label_mode(config: ml_collections.ConfigDict, workdir: str, mode: str,
-                   dataset: data.Dataset, net: model_lib.Model,
-                   trainer: train_step_lib.Trainer,
+def _accuracies(s: supervised.Setup, train: supervised.Examples
+                ) -> Callable[[Any, int], Dict[str, float]]:
+  """`accuracies(state, step) -> {'train_accuracy', 'test_accuracy'}` of
+  every example, or of the samples of measure.eval_size / held_out_size
+  (in memory: one jitted float32 mean on this process's device; streamed:
+  `examples.Evaluator`, each process scoring its slice of each chunk)."""
+  train_idx = supervised.eval_indices(s, 'train')
+  test_idx = supervised.eval_indices(s, 'test')
+  if train.streamed:
+    train_eval = supervised.evaluator(s, train, train_idx)
+    test_eval = supervised.evaluator(s, supervised.clean(s, 'test'), test_idx)
+    return lambda state, step: {
+        'train_accuracy': float(train_eval.at(state, step)[0].mean()),
+        'test_accuracy': float(test_eval.at(state, step)[0].mean())}
+  test_images, test_labels = s.split_arrays('test')
+  host = {'train': (np.asarray(train.images), train.labels),
+          'test': (test_images, test_labels)}
+  for split, idx in (('train', train_idx), ('test', test_idx)):
+    if idx is not None:
+      host[split] = tuple(np.asarray(x)[idx] for x in host[split])
+  device = jax.local_devices()[0]  # accuracies: on this process's device
+  on_device = jax.device_put(host, device)
+
+  def accuracies(state, step):
+    del step
+    params = distributed.local_copy(state['params'])
+    return {f'{split}_accuracy': float(s.net.accuracy(params,
+                                                      *on_device[split]))
+            for split in ('train', 'test')}
+  return accuracies
+
+
+def run_label_mode(s: supervised.Setup, workdir: str, mode: str,
                    on_step: Optional[Callable[[int], None]] = None
                    ) -> Dict[str, Any]:
   """Trains one label mode in `workdir/mode`, resuming; returns its summary.
 
   Args:
-    config: a validated config.
+    s: the experiment's `supervised.Setup` (data, net, mesh; the modes
+      share it, so that their jitted functions compile once).
     workdir: the experiment's workdir.
     mode: 'real' or 'random'.
-    dataset: `data.load(...)` of config.data.
-    net: `model_lib.make_mlp(...)` of config.model, and
-    trainer: its SGD trainer; both shared by the modes, so that their
-      jitted functions compile once.
     on_step: called before each step (tests simulate crashes with it).
 
   Returns:
     report.summarize of the run (read back if the run had finished).
   """
+  config = s.config
   run_dir = os.path.join(workdir, mode)
   summary_path = os.path.join(run_dir, 'summary.json')
   if os.path.exists(summary_path):
     return files.read_json(summary_path)
   writer = distributed.is_writer()
   os.makedirs(run_dir, exist_ok=True)
-  train, test = dataset['train'], dataset['test']
-  labels = labels_for_mode(train['label'], mode, seed=config.seed + 1)
-  if writer:
-    files.write_npy(os.path.join(run_dir, 'train_labels.npy'), labels)
+  train = examples_for_mode(s, mode, seed=config.seed + 1)
+  if writer and train.streamed:
+    c = train.source.corruption
+    files.write_json(os.path.join(run_dir, 'labels.json'), {
+        'mode': mode, 'rule': c.kind, 'p': c.p, 'seed': c.seed})
+  elif writer:
+    files.write_npy(os.path.join(run_dir, 'train_labels.npy'), train.labels)
 
-  size, batch_size = train['image'].shape[0], config.train.batch_size
-  steps_per_epoch = size // batch_size
-  total = steps_per_epoch * config.train.epochs
+  steps_per_epoch = supervised.steps_per_epoch(s)
+  total = supervised.total_steps(s)
   dense_until = steps_per_epoch * config.measure.dense_epochs
-
-  host_images, host_labels = np.asarray(train['image']), np.asarray(labels)
-  sample = {'image': host_images[:config.measure.sample_size],
-            'label': host_labels[:config.measure.sample_size]}
-  device = jax.local_devices()[0]  # accuracies: on this process's device
-  images, train_labels, test_images, test_labels = jax.device_put(
-      (host_images, host_labels, test['image'], test['label']), device)
-
-  def train_step(state, step):
-    idx = data.batch_indices(config.seed, step, batch_size, size)
-    return trainer.step(state, {'image': host_images[idx],
-                                'label': host_labels[idx]})
+  # The FIXED sample: the first m training examples (tfds writes its splits
+  # shuffled; mnist5k's split is shuffled).
+  first = np.arange(config.measure.sample_size)
+  sample = (examples_lib.Sample(train, first) if train.streamed
+            else train.gather(first))
+  accuracies = _accuracies(s, train)
 
   def measure(state, step):
-    stats = sharding.sharded_coherence_stats(
-        net.loss_fn, state['params'], sample, trainer.mesh,
-        microbatch_size=config.measure.microbatch_size,
-        method=config.measure.method)
-    params = distributed.local_copy(state['params'])
-    row = measurement_row(step, steps_per_epoch, stats)
-    row['train_accuracy'] = float(net.accuracy(params, images, train_labels))
-    row['test_accuracy'] = float(net.accuracy(params, test_images, test_labels))
-    return row
+    if train.streamed:
+      stats = examples_lib.coherence_stats(
+          s.net.loss_fn, state['params'], sample, s.mesh,
+          microbatch_size=config.measure.microbatch_size,
+          method=config.measure.method,
+          chunk_size=config.measure.get('chunk_size', None)
+          or examples_lib.CHUNK)
+    else:
+      stats = sharding.sharded_coherence_stats(
+          s.net.loss_fn, state['params'], sample, s.mesh,
+          microbatch_size=config.measure.microbatch_size,
+          method=config.measure.method)
+    return {**measurement_row(step, steps_per_epoch, stats),
+            **accuracies(state, step)}
 
   def log(row):
     if row['step'] % steps_per_epoch == 0:
@@ -151,14 +224,11 @@ def run_label_mode(config: ml_collections.ConfigDict, workdir: str, mode: str,
             f'train {row["train_accuracy"]:.3f} test {row["test_accuracy"]:.3f} '
             f'({row["seconds"]:.0f}s)', flush=True)
 
-  rows = loop.run(
-      run_dir,
-      state=trainer.init(net.params),
-      total_steps=total, train_step=train_step, measure=measure,
-      measure_steps=set(schedule.measurement_steps(
-          total, dense_until, config.measure.growth)),
-      checkpoint_every=steps_per_epoch * config.train.checkpoint_every_epochs,
-      on_step=on_step, log=log, place=trainer.place, writer=writer)
+  rows = supervised.fit(
+      run_dir, s, train, spec='mean', measure=measure,
+      measure_steps=schedule.measurement_steps(total, dense_until,
+                                               config.measure.growth),
+      on_step=on_step, log=log, name=mode)
   summary = report.summarize(rows, dense_until)
   if writer:
     files.write_json(summary_path, summary)
@@ -171,7 +241,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """Runs every label mode of `config` in `workdir`; returns {mode: summary}.
 
   Args:
-    config: see configs/default.py.
+    config: see configs/default.py (configs/resnet50_imagenet.py: the
+      full-size run).
     workdir: output directory; an existing one is resumed (same config only,
       unless config.allow_config_change).
     on_step: called before each training step of each mode (for tests).
@@ -181,19 +252,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     with the plot real_vs_random.png and table.md.
   """
   data.check_name(config.data.name)
-  dataset = data.load(config.data.name, config.data.split_seed)
-  validate(config, dataset)
+  opened = supervised.open_data(config)
+  validate(config, opened)
   writer = distributed.is_writer()
   run_config.check_and_save(config, workdir, writer)
-  net = model_lib.make_mlp(config.model.widths, config.seed)
-  trainer = train_step_lib.make_trainer(
-      train_step_lib.mean_grad(net.loss_fn),
-      optax.sgd(config.train.learning_rate),
-      distributed.make_mesh(config.mesh.data))
+  net = nets.make(model_config(config), opened.spec.image_shape,
+                  opened.spec.num_classes, config.seed)
+  s = supervised.Setup(config, opened, net,
+                       distributed.make_mesh(config.mesh.data), {}, {})
   summary, runs = {}, {}
   for mode in config.label_modes:
-    summary[mode] = run_label_mode(config, workdir, mode, dataset, net,
-                                   trainer, on_step)
+    summary[mode] = run_label_mode(s, workdir, mode, on_step)
     if not writer:
       continue
     runs[mode] = files.read_rows(os.path.join(workdir, mode, 'metrics.jsonl'))

@@ -14,14 +14,10 @@ Example:
   >>> summary['noise_1.00']['final_factor'] > summary['noise_0.00']['final_factor']
 """
 
-import os
 from typing import Any, Callable, Dict, Optional
 
 import ml_collections
 
-from experiments.common import data
-from experiments.common import distributed
-from experiments.common import files
 from experiments.common import supervised
 from experiments.common import validation
 from experiments.stability_bound import report
@@ -29,44 +25,29 @@ from experiments.stability_bound import report
 NOISY_TEST_SEED = 1000  # test labels noised with noise.seed + this
 
 
-def validate(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
+def validate(config: ml_collections.ConfigDict, train_size: int) -> None:
   """ValueError naming the first bad experiment field."""
-  train_size = int(dataset['train']['label'].shape[0])
   supervised.check_fraction(config, 'noise.levels', config.noise.levels)
   validation.positive_int(config, 'measure.every_steps')
-  validation.check_sample_size(config, 'measure.sample_size', train_size)
+  supervised.check_coherence_measure(config, train_size)
   validation.check(config.measure.sample_size >= 2, 'measure.sample_size',
                    config.measure.sample_size, 'pass >= 2 (α̂ averages over '
                    'pairs of examples)')
-  validation.positive_int(config, 'measure.microbatch_size')
-  validation.check(config.measure.method in supervised.METHODS,
-                   'measure.method', config.measure.method,
-                   f'pass one of {supervised.METHODS}')
 
 
-def run_level(s: supervised.Setup, workdir: str, p: float,
+def run_level(s: supervised.Setup, run: supervised.Run, p: float,
               on_step: Optional[Callable[[int], None]] = None
               ) -> Dict[str, Any]:
-  """Trains at noise level p in workdir/noise_<p> (resuming); its summary."""
+  """Trains at noise level p in run.run_dir (resuming); its summary."""
   config = s.config
-  run_dir = os.path.join(workdir, supervised.noise_dir(p))
-  done = supervised.finished_summary(run_dir)
-  if done is not None:
-    return done
-  noisy = supervised.load_noise(run_dir, s, config.noise.kind, p,
-                                config.noise.seed)
-  images = s.dataset['train']['image']
-  sample = supervised.sample_of(images, noisy['label'], supervised.fixed_sample(
-      config.seed, s.train_size, config.measure.sample_size))
-  train_eval = supervised.Evaluator(s.net, images, noisy['label'])
-  test_images, test_labels = supervised.test_split(s)
-  test_eval = supervised.Evaluator(s.net, test_images, test_labels)
+  sample = supervised.coherence_sample(s, run.train,
+                                       config.measure.sample_size)
   # The theorem's gap is between train and test examples of ONE
   # distribution: with noisy training labels, test labels noised alike.
-  noisy_test = supervised.noisy_labels(test_labels, config.noise.kind, p,
-                                       config.noise.seed + NOISY_TEST_SEED)
-  noisy_test_eval = supervised.Evaluator(s.net, test_images,
-                                         noisy_test['label'])
+  noisy_test = supervised.relabel(s, config.noise.kind, p,
+                                  config.noise.seed + NOISY_TEST_SEED, 'test')
+  noisy_test_eval = supervised.evaluator(s, noisy_test,
+                                         run.test_eval.indices)
 
   def measure(state, step):
     coherence = supervised.coherence_row(s, state, sample,
@@ -74,11 +55,9 @@ def run_level(s: supervised.Setup, workdir: str, p: float,
                                          config.measure.method)
     row = {k: coherence[k] for k in ('alpha_unbiased', 'm_coherence',
                                      'mean_sq_norm')}
-    row.update(supervised.accuracy_row(*train_eval.at(state, step),
-                                       noisy['corrupt']))
-    correct, loss = test_eval.at(state, step)
-    row['test_accuracy'], row['test_loss'] = float(correct.mean()), float(
-        loss.mean())
+    row.update(supervised.accuracy_row(*run.train_eval.at(state, step),
+                                       run.corrupt))
+    row.update(supervised.test_row(run, state, step))
     correct, loss = noisy_test_eval.at(state, step)
     row['noisy_test_accuracy'] = float(correct.mean())
     row['noisy_test_loss'] = float(loss.mean())
@@ -86,18 +65,16 @@ def run_level(s: supervised.Setup, workdir: str, p: float,
 
   total = supervised.total_steps(s)
   rows = supervised.fit(
-      run_dir, s, noisy['label'], measure=measure,
+      run.run_dir, s, run.train, measure=measure,
       measure_steps=range(0, total, config.measure.every_steps),
       on_step=on_step, name=f'noise {p:.2f}')
-  summary = report.summarize(rows, config.train.learning_rate)
-  if distributed.is_writer():
-    files.write_json(os.path.join(run_dir, 'summary.json'), summary)
-  return summary
+  return report.summarize(rows, config.train.learning_rate)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        on_step: Optional[Callable[[int], None]] = None
                        ) -> Dict[str, Dict[str, Any]]:
   """Runs every noise level; {noise_<p>: summary}; writes the report."""
-  return supervised.sweep_noise_levels(config, workdir, validate, run_level,
-                                       report.write_report, on_step)
+  return supervised.sweep_noise_levels(
+      config, workdir, validate, run_level, report.write_report, on_step,
+      sample_size=config.measure.sample_size)

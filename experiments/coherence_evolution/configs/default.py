@@ -6,21 +6,28 @@ r"""Coherence evolution, paper size: ImageNet ResNet-18, 0/25/50/75/100 % noise.
 
 (2008.01217 §3: batch 4096, SGD momentum 0.9, no augmentation, no weight
 decay, uniform random labels, a FIXED sample of m = 40,356 training
-examples, measured densely over the first steps.) Needs the tfds
-imagenet2012 data and the models by name of issue 11 §1-§2. The learning
-rate (linear scaling, 0.1 x 4096 / 256) and the epochs are this project's
-choice, not the paper's.
+examples, measured densely over the first steps.) ImageNet streams: each
+process reads its slice of every batch and measurement chunk, host memory a
+few GB per process (experiments/common/supervised.py, examples.py); the
+noise is the per-index uniform rule (exactly round(p·N) examples relabelled).
+Needs the tfds imagenet2012 array_record files (pass
+--config.data.data_dir=DIR; a missing dataset fails at once with how to
+build it from the manually downloaded tars) and ResNet-18 by name
+(GroupNorm in place of BatchNorm, experiments/common/model.py). The
+learning rate (linear scaling, 0.1 x 4096 / 256) and the epochs are this
+project's choice, not the paper's.
 """
 
 import ml_collections
+
+from experiments.common import data
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.experiment = 'coherence_evolution'
   config.seed = 0
-  config.data = ml_collections.ConfigDict(dict(name='imagenet2012',
-                                               split_seed=0))
+  config.data = data.config_for('imagenet2012')  # streamed
   config.model = ml_collections.ConfigDict(dict(name='resnet18', widths=()))
   # 'uniform': each label replaced by a uniform class with probability p.
   config.noise = ml_collections.ConfigDict(dict(
@@ -34,6 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
       method='auto',
       dense_steps=50,      # every step up to here (the collapse: ~25 steps)
       growth=1.1,          # then steps 1.1x apart
+      eval_size=40356,     # accuracies: the coherence sample's examples
+      held_out_size=10000,  # test accuracy: 10,000 validation examples
+      chunk_size=2048,     # examples per streamed measurement chunk
   ))
   config.mesh = ml_collections.ConfigDict(dict(data=-1))
   config.allow_config_change = False

@@ -13,7 +13,8 @@ from experiments.easy_hard.configs import default
 
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
-  config.data.name = 'mnist5k'
+  config.data = ml_collections.ConfigDict(dict(name='mnist5k', split_seed=0))
+  del config.measure  # in memory: every test example, nothing streamed
   config.model.name = 'mlp'
   config.model.widths = (784, 256, 10)
   config.train.learning_rate = 0.1

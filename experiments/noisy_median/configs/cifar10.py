@@ -15,10 +15,13 @@ from experiments.noisy_median.configs import default
 
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
-  config.data.name = 'cifar10'
+  config.data = ml_collections.ConfigDict(dict(name='cifar10', split_seed=0))
   config.model.stem = 'cifar'
   config.train.batch_size = 128
   config.train.epochs = 200
   config.train.checkpoint_every_epochs = 5
   config.measure.every_steps = 390  # about one epoch
+  # In memory: accuracies of every example (no samples), nothing streamed.
+  del config.measure.eval_size, config.measure.held_out_size
+  del config.measure.chunk_size
   return config

@@ -16,11 +16,14 @@ from experiments.noisy_median.configs import default
 
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
-  config.data.name = 'mnist5k'
+  config.data = ml_collections.ConfigDict(dict(name='mnist5k', split_seed=0))
   config.model = ml_collections.ConfigDict(dict(
       name='mlp', widths=(784, 256, 256, 256, 10)))
   config.train.batch_size = 100
   config.train.epochs = 75
   config.train.checkpoint_every_epochs = 5
   config.measure.every_steps = 50
+  # In memory: accuracies of every example (no samples), nothing streamed.
+  del config.measure.eval_size, config.measure.held_out_size
+  del config.measure.chunk_size
   return config

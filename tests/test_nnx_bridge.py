@@ -44,8 +44,9 @@ def test_inference_mode_makes_examples_independent():
   model = NormNet(nnx.Rngs(0))
   loss_fn, params = cj.from_nnx(model, norm_loss)
   x = jax.random.normal(jax.random.key(0), (6, 4))
-  whole = loss_fn(params, {'x': x})
-  singles = jnp.stack([loss_fn(params, {'x': x[i:i + 1]})[0] for i in range(6)])
+  loss = jax.jit(loss_fn)
+  whole = loss(params, {'x': x})
+  singles = jnp.stack([loss(params, {'x': x[i:i + 1]})[0] for i in range(6)])
   # No batch coupling. Batch-6 and batch-1 matmuls may use different XLA:CPU
   # kernels (AVX-512 vs AVX2 differ): each output is a sum of <= 6 products of
   # O(1) values, so float32 rounding leaves ~1e-6 absolute on a loss of O(1)
@@ -55,7 +56,7 @@ def test_inference_mode_makes_examples_independent():
                              atol=1e-5 * float(jnp.max(jnp.abs(whole))))
   # Same program on the same inputs: bit-identical, so exact (dropout would
   # draw new masks and break it).
-  np.testing.assert_allclose(whole, loss_fn(params, {'x': x}), rtol=0)
+  np.testing.assert_allclose(whole, loss(params, {'x': x}), rtol=0)
   assert not model.norm.use_running_average  # the caller's model is untouched
 
 

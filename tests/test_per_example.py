@@ -77,7 +77,7 @@ def test_one_group_is_the_batch_gradient():
   loss_fn, params = helpers.tiny_mlp()
   batch = helpers.tiny_batch(6)
   groups = cj.per_group_grads(loss_fn, params, batch, 1)
-  batch_grad = jax.grad(lambda p: jnp.mean(loss_fn(p, batch)))(params)
+  batch_grad = jax.jit(jax.grad(lambda p: jnp.mean(loss_fn(p, batch))))(params)
   # A mean of 6 gradients, summed inside different matmuls: floor at the
   # size of the per-example terms.
   assert_trees_close(jax.tree.map(lambda g: g[0], groups), batch_grad,

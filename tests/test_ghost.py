@@ -400,6 +400,12 @@ def test_choose_form_cost_model():
   assert ghost_rules.choose_form(49, 4608, 512) == 'gram'
   assert ghost_rules.choose_form(196, 288, 64) == 'materialize'
   assert ghost_rules.choose_form(49, 4608, 512, gram_ok=False) == 'materialize'
+  # Materialized per-example gradients replace the batch gradient: only their
+  # traffic (MATERIALIZE_COST = 16 multiply-adds per entry) counts against
+  # the Gram form's T²(K + N). Square 128-wide layers: Gram up to T = 32.
+  assert ghost_rules.choose_form(32, 128, 128) == 'gram'
+  assert ghost_rules.choose_form(33, 128, 128) == 'materialize'
+  assert ghost_rules.choose_form(50, 128, 512) == 'materialize'  # ViT MLP
 
 
 @pytest.mark.slow  # test_microbatches_with_remainder covers the remainder

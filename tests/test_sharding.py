@@ -7,8 +7,11 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 import coherence_jax as cj
 from coherence_jax import aggregators
@@ -63,6 +66,60 @@ def test_batch_over_one_axis_of_a_2d_mesh():
   got = sharding.sharded_coherence_stats(loss_fn, params, batch, mesh,
                                          batch_axes=('data',))
   assert_same(got, cj.coherence_stats(loss_fn, params, batch))
+
+
+class _Tokens(nnx.Module):
+  """Embedding lookup (a gather, which fails on a batch sharded over an
+  Explicit axis outside shard_map) and a Linear over 3 positions."""
+
+  def __init__(self):
+    self.embed = nnx.Embed(7, 4, rngs=nnx.Rngs(0))
+    self.dense = nnx.Linear(4, 3, rngs=nnx.Rngs(1))
+
+  def __call__(self, tokens):
+    return jnp.mean(self.dense(jnp.tanh(self.embed(tokens))), 1)
+
+
+def _token_loss(model, batch):
+  logp = jax.nn.log_softmax(model(batch['tokens']))
+  return -jnp.take_along_axis(logp, batch['label'][:, None], 1)[:, 0]
+
+
+@pytest.mark.parametrize('method', ['ghost',
+                                    pytest.param('vmap', marks=pytest.mark.slow)])
+def test_explicit_axes_batch_equals_one_device(method):
+  """A batch already sharded over an Explicit mesh axis (jax.make_mesh's
+  default): the same statistics as on one device."""
+  # Params and data made on the host (no initializer or op-by-op compiles).
+  loss_fn, shapes = cj.from_nnx(nnx.eval_shape(_Tokens), _token_loss)
+  rng = np.random.default_rng(2)
+  params = jax.tree.map(
+      lambda a: rng.normal(size=a.shape).astype(np.float32), shapes)
+  host = {'tokens': rng.integers(0, 7, (8, 3), np.int32),
+          'label': rng.integers(0, 3, (8,), np.int32)}
+  mesh = jax.make_mesh((8,), ('data',))
+  assert mesh.axis_types == (jax.sharding.AxisType.Explicit,)
+  batch = jax.device_put(host, jax.sharding.NamedSharding(mesh, P('data')))
+  want = jax.device_get(cj.coherence_stats(loss_fn, params, host,
+                                           method=method))
+  got = jax.device_get(sharding.sharded_coherence_stats(
+      loss_fn, params, batch, mesh, method=method))
+  # Each device computes its example's gradient and norms with the float32
+  # operations the single device applies to all 8 (sums over <= 3 positions
+  # and <= 4 features); S is a psum of 8 per-device terms instead of one sum
+  # of 8: its entries differ by a few ulps of the largest gradient entry
+  # (an entry that cancels to ~0 only to that absolute level), Q per leaf (a
+  # sum of 8 positive per-example norms) by ~8·eps32 ≈ 1e-6 relative; RTOL =
+  # 1e-5 leaves room for different kernel blocking. S and Q per leaf fix
+  # every ratio (α, m-coherence).
+  assert int(got.count) == 8
+  scale = max(np.max(np.abs(g)) for g in jax.tree.leaves(want.sum_grads))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      a, b, rtol=RTOL, atol=1e-6 * scale), got.sum_grads, want.sum_grads)
+  q = lambda stats: jax.tree.map(lambda v: v * stats.scale**2,
+                                 stats.sum_sq_norms)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=RTOL),
+               q(got), q(want))
 
 
 def test_unknown_batch_axis_is_named():

@@ -9,8 +9,10 @@ gradient is A_iᵀ Δ_i, where Δ_i = ∂ℓ_i/∂z_i is the layer's output cota
            or  ‖A_iᵀ Δ_i‖², O(T d_in d_out)                ('materialize')
 whichever is cheaper per layer (Bu et al. 2022, "mixed ghost norm"). Where a
 layer's per-example weight gradients are materialized, their sum is the
-layer's batch gradient, so it is not computed a second time. Materialized
-gradients are formed a few examples at a time (`lax.map`), so memory stays at
+layer's batch gradient, so it is not computed a second time: materializing
+adds only the traffic of d_in d_out floats per example, the Gram form its
+T²(d_in + d_out) on top of the batch gradient (`ghost_rules.choose_form`
+weighs the two). Materialized gradients are formed a few examples at a time (`lax.map`), so memory stays at
 about that of the plain gradient; conv patches come from strided slices.
 
 How it works: the loss is traced once (ghost_plan.py) with each supported

@@ -330,7 +330,8 @@ def _embed_forms(layer, forced, table_shape) -> Dict[str, str]:
     form = 'materialize'  # nnx.Embed broadcasts a 1-row table: no jnp.take
   elif len(lookups) == len(layer.calls):
     gram = forced == 'gram' or (
-        forced is None and positions * positions * (feat + 1) <= vocab * feat)
+        forced is None and positions * positions * (feat + 1)
+        <= ghost_rules.MATERIALIZE_COST * vocab * feat)
     form = 'gram' if gram else 'materialize'
   else:
     form = ghost_rules.choose_form(positions, feat, vocab, forced=forced)

@@ -54,13 +54,31 @@ def check_form(form: Optional[str]) -> None:
         "'materialize'.")
 
 
+# What a materialized per-example gradient entry costs beyond the batch
+# gradient it replaces, in multiply-adds: it is written once and read twice
+# (its squared norm, its sum over examples), and per-example matmuls over T
+# positions run slower than one matmul over all B·T. Calibrated on XLA:CPU
+# (benchmarks/README_sequence.md): the ViT's layers (T = 50, T²(K+N)/(K N) =
+# 24-39) and the GPT's (T = 128: 80-128) ran faster and in less compiled
+# memory materialized than by Gram matrices. With 16 the Gram form stays for
+# short sequences (T ≤ 32 at K = N = 128) and wide layers (a conv with K =
+# 4608 at T = 49). Not measured on accelerators, where moving a float costs
+# more multiply-adds than on a CPU.
+MATERIALIZE_COST = 16
+
+
 def choose_form(positions: int, d_in: int, d_out: int,
                 gram_ok: bool = True, forced: Optional[str] = None) -> str:
   """Cheaper way to get ‖A_iᵀ Δ_i‖² for A_i [T, d_in], Δ_i [T, d_out].
 
-  'outer' for T = 1, 'gram' when T²(d_in + d_out) ≤ T d_in d_out, else
-  'materialize' (form the per-example gradient; its sum is the batch grad).
-  `forced` ('gram' / 'materialize') overrides the choice where it applies.
+  Both forms also give the layer's batch gradient: the Gram form computes it
+  as usual (T d_in d_out per example) and adds the two Gram matrices,
+  T²(d_in + d_out) per example; the materialized per-example gradients sum
+  to it, so they add only their traffic, ~`MATERIALIZE_COST` d_in d_out per
+  example. 'outer' for T = 1; 'gram' when T²(d_in + d_out) ≤
+  MATERIALIZE_COST d_in d_out; else 'materialize' (per-example gradients, a
+  few examples at a time: bounded memory). `forced` ('gram' /
+  'materialize') overrides the choice where it applies.
 
   Args:
     positions: T, positions per example (1 for a plain Dense layer).
@@ -76,8 +94,8 @@ def choose_form(positions: int, d_in: int, d_out: int,
 
   Example:
     >>> [choose_form(*layer) for layer in
-    ...  [(1, 784, 128), (49, 4608, 512), (196, 288, 64)]]
-    ['outer', 'gram', 'materialize']
+    ...  [(1, 784, 128), (49, 4608, 512), (196, 288, 64), (50, 128, 512)]]
+    ['outer', 'gram', 'materialize', 'materialize']
     >>> (choose_form(49, 4608, 512, forced='materialize'),
     ...  choose_form(49, 4608, 512, gram_ok=False))
     ('materialize', 'materialize')
@@ -89,7 +107,7 @@ def choose_form(positions: int, d_in: int, d_out: int,
   if forced is not None:
     return forced
   gram = positions * positions * (d_in + d_out)
-  return 'gram' if gram <= positions * d_in * d_out else 'materialize'
+  return 'gram' if gram <= MATERIALIZE_COST * d_in * d_out else 'materialize'
 
 
 # ----------------------------------------------------------- per-layer rules

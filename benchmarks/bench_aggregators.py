@@ -1,7 +1,8 @@
 r"""Step time of SGD with each robust aggregator, relative to plain SGD.
 
   .venv/bin/python -m benchmarks.bench_aggregators [--reps=5] \
-      [--cases=cnn128,mlp100,cnn512] [--nomemory]
+      [--cases=cnn128,mlp100,cnn512] [--methods="plain SGD,winsorized c=4"] \
+      [--nomemory]
 
 Prints a markdown table. Plain SGD = jax.grad of the mean loss + optax.sgd.
 Every row runs in a fresh process (`--child`), which reports the median step
@@ -43,6 +44,9 @@ _REPS = flags.DEFINE_integer('reps', 5, 'Timed steps per method (median).',
 _CASES = flags.DEFINE_list('cases', ['cnn128', 'mlp100', 'cnn512'],
                            'Model and batch: cnnB (the 421,642-param CNN) or '
                            'mlpB (MLP 784-256-256-256-10).')
+_METHODS = flags.DEFINE_list(
+    'methods', None, 'Only these table rows (method labels as printed, '
+    'e.g. "plain SGD,winsorized c=4"); default: every method of the case.')
 _MEMORY = flags.DEFINE_bool('memory', True, 'Also measure the streaming '
                             'winsorized gradient\'s peak RSS (--nomemory: '
                             'skip).')
@@ -171,7 +175,10 @@ def interleave_child(case, reps):
 def run_case(case, reps):
   name, (loss_fn, _), b = model_of(case)
   rows, base = [], None
-  for index in range(len(steps(loss_fn, b))):
+  labels = list(steps(loss_fn, b))
+  for index, label in enumerate(labels):
+    if _METHODS.value and label not in _METHODS.value:
+      continue
     out = harness.last_json_line(harness.run_module(
         'benchmarks.bench_aggregators',
         [f'--child={case},{index}', f'--reps={reps}']).stdout)

@@ -414,3 +414,85 @@ def test_trimmed_mean_streamed_counts_are_exact_in_bf16(monkeypatch):
   out = apply(aggregators.trimmed_mean(1), {'g': x})['g']
   assert out.dtype == jnp.bfloat16
   np.testing.assert_array_equal(np.asarray(out, np.float32), [0.5])
+
+
+# ------------------------------- compare-and-select networks: NaN (issue 10)
+
+
+@pytest.mark.parametrize('n', [13, 20])  # one network / two streamed passes
+def test_nan_at_any_row_reaches_only_its_coordinate(n, monkeypatch):
+  # The networks compare and select (order_stats._select_descending): a NaN
+  # never enters the registers, so the NaN policy rests on the middle sum
+  # (one network; the first 2c rows' NaN are added to it separately) and on
+  # the second pass (clipped / strict-middle sums). Column j has its NaN at
+  # row j, so every position, the first 2c rows included, is tried.
+  monkeypatch.setattr(order_stats, 'MAX_UNROLLED_ROWS', 16)
+  c = 3
+  x = np.random.default_rng(n).normal(size=(n, n + 3)).astype(np.float32)
+  x[np.arange(n), np.arange(n)] = np.nan
+  x[:, n] = np.nan                                   # every value NaN
+  x[[0, 1, n - 1], n + 1] = [np.inf, np.nan, -np.inf]  # NaN among +-inf
+  for make, ref in ((aggregators.winsorized_mean, np_winsorized),
+                    (aggregators.trimmed_mean, np_trimmed)):
+    out = np.asarray(apply(make(c), {'g': jnp.asarray(x)})['g'])
+    assert np.isnan(out[:n + 2]).all(), make
+    np.testing.assert_allclose(out[n + 2], ref(x[:, n + 2], c), RTOL, ATOL)
+
+
+def test_streamed_bounds_leave_nan_out_and_the_second_pass_propagates_it():
+  # thresholds: the order statistics of the non-NaN values (-inf / +inf fill
+  # in below c+1 of them); clipped_sum_fold / strict_middle_fold and
+  # trimmed_from_middle turn a NaN value or bound into a NaN result.
+  x = np.asarray([[1., 5., np.nan, 7., 2., 3.]] * 3, np.float32).T
+  x[:, 1] = [np.nan] * 5 + [4.]
+  x[2, 2] = 4.  # column 2: no NaN
+  nan_lo = jnp.asarray([np.nan, 1., 1.])  # a NaN bound (across devices)
+
+  @jax.jit
+  def run(x):
+    lo, hi = order_stats.thresholds(x, 1)
+    acc = order_stats.strict_middle_fold(
+        order_stats.strict_middle_init((3,), jnp.float32), x, lo, hi)
+    return (lo, hi, order_stats.clipped_sum(x, lo, hi),
+            order_stats.trimmed_from_middle(acc, lo, hi, 6, 1),
+            order_stats.clipped_sum(x[:, 2:].repeat(3, 1), nan_lo, hi + 9))
+
+  lo, hi, clipped, trimmed, nan_bound = run(jnp.asarray(x))
+  np.testing.assert_array_equal(lo, [2., np.inf, 2.])
+  np.testing.assert_array_equal(hi, [5., -np.inf, 5.])
+  np.testing.assert_array_equal(np.isnan(clipped), [True, True, False])
+  np.testing.assert_array_equal(np.isnan(trimmed), [True, True, False])
+  np.testing.assert_allclose(clipped[2], 2 + 5 + 4 + 5 + 2 + 3, RTOL, ATOL)
+  np.testing.assert_allclose(trimmed[2], (5 + 4 + 2 + 3) / 4, RTOL, ATOL)
+  np.testing.assert_array_equal(np.isnan(nan_bound), [True, False, False])
+
+
+# ------------------------------------ rows sharded over an Explicit mesh axis
+
+
+@pytest.mark.parametrize('b,make', [
+    (8, aggregators.winsorized_mean),                          # one network
+    (24, aggregators.trimmed_mean),                            # two passes
+    pytest.param(8, aggregators.trimmed_mean, marks=pytest.mark.slow),
+    pytest.param(24, aggregators.winsorized_mean, marks=pytest.mark.slow)])
+def test_rows_sharded_over_an_explicit_mesh_axis(b, make, monkeypatch):
+  # jax.make_mesh's axes are Explicit (jax 0.10): rows placed with
+  # NamedSharding(mesh, P('data')) carry their sharding in their type, and
+  # slicing single rows of that axis raised a ShardingTypeError in
+  # order_stats ("slicing on sharded dims ... is not implemented"). The rows
+  # are now replicated first (order_stats.replicate_rows); the result is the
+  # single-device one (same float32 rounding: the tolerances of the file).
+  monkeypatch.setattr(order_stats, 'MAX_UNROLLED_ROWS', 8)  # blocks of 8
+  mesh = jax.make_mesh((8,), ('data',))
+  assert mesh.axis_types == (jax.sharding.AxisType.Explicit,)
+  tree = make_tree(b, seed=b)
+  params = params_of(tree)
+  sharded = jax.device_put(tree, jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec('data')))
+  assert jax.typeof(sharded['w']).sharding.spec[0] == 'data'
+  tx = make(2)
+  out = jax.jit(lambda u: tx.update(u, tx.init(params), params)[0])(sharded)
+  ref = np_winsorized if make is aggregators.winsorized_mean else np_trimmed
+  for k in tree:
+    np.testing.assert_allclose(out[k], ref(tree[k], 2), RTOL, ATOL,
+                               err_msg=k)

@@ -2,9 +2,14 @@
 
 The kernels work on one array `x` of shape [n, ...] and reduce the leading axis.
 Small selections use Python-unrolled compare-exchange networks of elementwise
-`max`/`min`: XLA fuses the whole network into one loop over the coordinates,
-which was 15-30x faster than `jnp.sort` along the leading axis on XLA:CPU (see
-benchmarks/README_aggregators.md). Large c (> MAX_NETWORK_C) falls back to `jnp.sort`.
+ops: XLA fuses the whole network into one loop over the coordinates, which
+was 15-30x faster than `jnp.sort` along the leading axis on XLA:CPU (see
+benchmarks/README_aggregators.md). The winsorized / trimmed networks
+compare and select (`_select_descending`: r < v, then two selects), which
+XLA:CPU vectorizes to a max and a min instruction; NaN-propagating
+`max`/`min` lower to several instructions each, and the select networks ran
+2-2.7x faster at the same compile time. Large c (> MAX_NETWORK_C) falls back
+to `jnp.sort`.
 
 Winsorized and trimmed means are computed from an `Extremes` summary: the c
 largest and c smallest values, plus the sum, max and min of every other value
@@ -28,16 +33,26 @@ Compile time versus step time (XLA:CPU; measured in
 benchmarks/README_aggregators.md). The one-pass network is the cheapest to
 run (about 4c + 3 elementwise ops per value, one fused loop), but its compile
 time grows faster than linearly with the rows it unrolls, hence
-MAX_UNROLLED_ROWS = 32. The streamed passes compile one block of BLOCK_ROWS
-rows whatever n, but their first pass costs about 3x the ops: XLA:CPU
-computes each output of a fusion in its own loop, so carrying the 2(c+1)
-bound registers from block to block recomputes register k's chain for every
-k. `pack_leaves` makes one network per packed input, not one per leaf.
+MAX_UNROLLED_ROWS = 32. The streamed passes compile one block of rows
+(`block_rows`: 8 or 16) whatever n, but their first pass costs about 3x the
+ops: XLA:CPU computes each output of a fusion in its own loop, so carrying
+the 2(c+1) bound registers from block to block recomputes register k's
+chain for every k. `pack_leaves` makes one network per packed input, not one
+per leaf.
 
-NaN policy: NaN propagates. `max`/`min` propagate NaN in XLA, so a NaN in any
-of a coordinate's values makes that coordinate's result NaN; the sort fallback
-checks explicitly. +-inf are ordinary, ordered values: they are clipped or
-trimmed like any other extreme value.
+NaN policy: NaN propagates: a NaN in any of a coordinate's values makes that
+coordinate's result NaN. The select networks never let a NaN into their
+registers (r < NaN is false), so it is carried another way: in the one-pass
+network into the middle sum (a NaN among the first 2c rows is added to it
+separately), in the streamed passes by the second pass (the clipped and
+strict-middle sums keep a NaN value; `thresholds` are those of the non-NaN
+values). `extreme_rows`, `bounds_from_extremes` and `sort_rows` use
+NaN-propagating `max`/`min`; the sort fallback checks explicitly. +-inf are
+ordinary, ordered values: they are clipped or trimmed like any other extreme
+value.
+
+Rows sharded over an Explicit mesh axis (jit with a `jax.make_mesh` mesh)
+are replicated before the networks read them row by row (`replicate_rows`).
 """
 
 import math
@@ -54,7 +69,9 @@ from coherence_jax import reductions
 MAX_NETWORK_C = 8       # winsorized / trimmed mean: c largest + c smallest.
 MAX_NETWORK_SORT = 16   # full sort of n values (medians of few groups).
 MAX_UNROLLED_ROWS = 32  # one-pass network; longer inputs stream in blocks.
-BLOCK_ROWS = 16         # rows per scanned block of the streamed passes.
+BLOCK_ROWS = 16         # rows per scanned block of the streamed passes,
+SMALL_BLOCK_ROWS = 8    # or this many for inputs of at most
+SMALL_BLOCK_SIZE = 1 << 17  # this many values per row (`block_rows`).
 PACK_MAX_SIZE = 1 << 15  # leaves of at most this many values per row share
                          # one network (`pack_leaves`).
 
@@ -127,29 +144,72 @@ def _insert_ascending(regs, v):
   return tuple(out), v
 
 
+def _select_descending(regs, v):
+  """`_insert_descending` by compare and select; a NaN v is pushed out.
+
+  One compare and two selects per register. XLA:CPU lowers NaN-propagating
+  `max`/`min` to several instructions each; this form ran the threshold
+  pass 2.5x faster (benchmarks/README_aggregators.md). NaN never enters the
+  registers (r < NaN is false: r stays, the NaN moves on), so a chain of
+  them holds the order statistics of the non-NaN values; callers make NaN
+  propagate another way (`insert_value`: into the middle sum).
+  """
+  out = []
+  for r in regs:  # lax, not jnp: the networks trace thousands of these ops
+    swap = jax.lax.lt(r, v)
+    out.append(jax.lax.select(swap, v, r))
+    v = jax.lax.select(swap, r, v)
+  return tuple(out), v
+
+
+def _select_ascending(regs, v):
+  """`_insert_ascending` by compare and select; a NaN v is pushed out."""
+  out = []
+  for r in regs:
+    swap = jax.lax.gt(r, v)
+    out.append(jax.lax.select(swap, v, r))
+    v = jax.lax.select(swap, r, v)
+  return tuple(out), v
+
+
+def _nan_only(v: jax.Array) -> jax.Array:
+  """NaN where v is NaN, else 0 (adds a NaN flag into a sum)."""
+  return jnp.where(jnp.isnan(v), v, jnp.zeros_like(v))
+
+
 def sort_rows(x: jax.Array) -> Tuple[jax.Array, ...]:
   """The n rows of x sorted descending, coordinate-wise, by an unrolled network.
 
   For small n only (n^2 elementwise ops). NaN propagates to every output.
   """
-  return _sort_first(x, x.shape[0])
+  return _sort_first(replicate_rows(x), x.shape[0], _insert_descending)
 
 
-def _sort_first(x, k: int) -> Tuple[jax.Array, ...]:
-  """Rows 0..k-1 of x sorted descending, coordinate-wise (unrolled)."""
+def _sort_first(x, k: int, insert) -> Tuple[jax.Array, ...]:
+  """Rows 0..k-1 of x sorted descending, coordinate-wise (unrolled).
+
+  `insert` is `_insert_descending` (NaN propagates to every register) or
+  `_select_descending` (NaN rows are dropped, -inf fills their registers).
+  """
   neg = jnp.full(x.shape[1:], -jnp.inf, x.dtype)
   regs = (neg,) * k
   for i in range(k):
-    regs, _ = _insert_descending(regs, _row(x, i))
+    regs, _ = insert(regs, _row(x, i))
   return regs
 
 
 def insert_value(ext: Extremes, v: jax.Array) -> Extremes:
-  """Adds one value per coordinate to a complete summary."""
-  largest, v = _insert_descending(ext.largest, v)
-  smallest, v = _insert_ascending(ext.smallest, v)
-  return Extremes(largest, smallest, ext.middle_sum + v,
-                  jnp.maximum(ext.middle_max, v), jnp.minimum(ext.middle_min, v))
+  """Adds one value per coordinate to a complete summary.
+
+  A NaN v passes both register chains (`_select_descending`) and makes
+  `middle_sum` NaN.
+  """
+  largest, v = _select_descending(ext.largest, v)
+  smallest, v = _select_ascending(ext.smallest, v)
+  return Extremes(
+      largest, smallest, ext.middle_sum + v,
+      jax.lax.select(jax.lax.lt(ext.middle_max, v), v, ext.middle_max),
+      jax.lax.select(jax.lax.gt(ext.middle_min, v), v, ext.middle_min))
 
 
 def insert_rows(ext: Extremes, rows, start: int = 0) -> Extremes:
@@ -157,16 +217,24 @@ def insert_rows(ext: Extremes, rows, start: int = 0) -> Extremes:
 
   Unrolled: use on at most MAX_UNROLLED_ROWS rows (see `summarize`).
   """
+  rows = replicate_rows(rows)
   for i in range(start, rows.shape[0]):
     ext = insert_value(ext, _row(rows, i))
   return ext
 
 
 def _summarize_block(x, c: int) -> Extremes:
-  """Summary of all rows of x (n >= 2c, n <= MAX_UNROLLED_ROWS), unrolled."""
-  head = _sort_first(x, 2 * c)
+  """Summary of all rows of x (n >= 2c, n <= MAX_UNROLLED_ROWS), unrolled.
+
+  The first 2c rows are sorted into the registers; a NaN among them is
+  dropped there, so the middle sum starts as NaN at its coordinates.
+  """
+  head = _sort_first(x, 2 * c, _select_descending)
   zeros = jnp.zeros(x.shape[1:], x.dtype)
-  ext = Extremes(head[:c], tuple(reversed(head[c:])), zeros, zeros - jnp.inf,
+  nan = zeros
+  for i in range(2 * c):
+    nan = nan + _nan_only(_row(x, i))
+  ext = Extremes(head[:c], tuple(reversed(head[c:])), nan, zeros - jnp.inf,
                  zeros + jnp.inf)
   return insert_rows(ext, x, 2 * c)
 
@@ -179,6 +247,9 @@ def summarize(x, c: int) -> Extremes:
   the middle is empty (sum 0, max -inf, min +inf). Use the summary's fields
   in ONE expression (e.g. `winsorized_from`): XLA:CPU computes each output
   array of an elementwise network in its own fusion, recomputing the network.
+  NaN: a coordinate with a NaN among its values has a NaN `middle_sum` (its
+  other fields are then unspecified), so `winsorized_from` and
+  `trimmed_from` are NaN there.
   """
   n = x.shape[0]
   if n < 2 * c:
@@ -191,8 +262,40 @@ def materialized_inputs(x):
 
   Otherwise XLA may fuse x's producer (e.g. the per-example gradient's
   elementwise tail) into the network and recompute it for every use.
+  Rows sharded over an Explicit mesh axis are replicated first
+  (`replicate_rows`).
   """
+  x = replicate_rows(x)
   return x if isinstance(x, LazyRows) else jax.lax.optimization_barrier(x)
+
+
+def replicate_rows(x):
+  """x with its leading (row) axis unsharded on an Explicit-axis mesh.
+
+  Under `jax.jit` with a mesh whose axes are Explicit (the default of
+  `jax.make_mesh` in jax 0.10), an array placed with
+  `NamedSharding(mesh, P('data'))` carries its sharding in its type, and
+  slicing single rows of the sharded axis raises a ShardingTypeError. The
+  kernels here read rows one by one, so such leaves are resharded to a
+  replicated leading axis (an all_gather of the rows; the other axes keep
+  their sharding). No-op for unsharded rows, Auto axes and inside
+  `jax.shard_map` (a local block). To aggregate without gathering the rows,
+  use the aggregators' `axis_name` inside `jax.shard_map`.
+
+  Args:
+    x: an array or LazyRows (each of its leaves is resharded).
+
+  Returns:
+    x, every leaf's leading axis replicated.
+  """
+  def one(leaf):
+    sharding = getattr(jax.typeof(leaf), 'sharding', None)
+    spec = tuple(getattr(sharding, 'spec', None) or ())
+    if not spec or spec[0] is None:
+      return leaf
+    return jax.sharding.reshard(leaf, jax.sharding.NamedSharding(
+        sharding.mesh, jax.sharding.PartitionSpec(None, *spec[1:])))
+  return jax.tree.map(one, x)
 
 
 def merge(a: Extremes, b: Extremes) -> Extremes:
@@ -251,15 +354,51 @@ def vary_like(tree, x):
   return mesh_axes.as_varying(tree, axes) if axes else tree
 
 
-def block_rows() -> int:
-  """Rows per scanned block of the streamed passes (<= MAX_UNROLLED_ROWS)."""
-  return min(BLOCK_ROWS, MAX_UNROLLED_ROWS)
+def block_rows(x=None) -> int:
+  """Rows per scanned block of the streamed passes over x.
+
+  The code compiled for a block grows with its rows; the loop-carried
+  registers XLA copies once per block (a register loop writes its register
+  while later loops still read the old one) grow with the values per row.
+  So inputs of at most SMALL_BLOCK_SIZE values per row (their registers stay
+  in cache) take SMALL_BLOCK_ROWS rows per block, larger ones BLOCK_ROWS
+  (measured in benchmarks/README_aggregators.md). x None: BLOCK_ROWS. At
+  most MAX_UNROLLED_ROWS.
+  """
+  rows = BLOCK_ROWS
+  if x is not None and math.prod(x.shape[1:]) <= SMALL_BLOCK_SIZE:
+    rows = SMALL_BLOCK_ROWS
+  return min(rows, MAX_UNROLLED_ROWS)
 
 
 def _fold_blocks(x, init, fold_block):
-  """Folds the rows of x in blocks of `block_rows()` (scan + remainder)."""
-  return microbatch.microbatched(fold_block, x, block_rows(),
-                                 combine='fold', init=vary_like(init, x))
+  """Folds the rows of x in blocks of `block_rows(x)` (scan + remainder).
+
+  The scan carries the NEXT block, sliced one iteration ahead, so the fold
+  reads a plain loop-carried buffer. When the fold read `dynamic_slice`s of
+  x (microbatch.microbatched), XLA fused the slice into every register
+  loop of 8- and 12-row blocks, which then did not vectorize: 6x slower.
+  """
+  x = replicate_rows(x)
+  init = vary_like(init, x)
+  rows, n = block_rows(x), x.shape[0]
+  if n <= rows:
+    return fold_block(init, x)
+  num_full, remainder = divmod(n, rows)
+
+  def block(start, length):  # the start is clamped to n - length
+    return jax.tree.map(
+        lambda v: jax.lax.dynamic_slice_in_dim(v, start, length, 0), x)
+
+  def body(carry, start):
+    acc, rows_now = carry
+    return (fold_block(acc, rows_now), block(start + rows, rows)), None
+
+  acc = jax.lax.scan(body, (init, block(0, rows)),
+                     jnp.arange(num_full) * rows)[0][0]
+  if remainder:
+    acc = fold_block(acc, block(num_full * rows, remainder))
+  return acc
 
 
 def threshold_init(shape, dtype, c: int):
@@ -274,14 +413,17 @@ def threshold_fold(regs, x):
   Two separate register chains (the c+1 largest, the c+1 smallest): XLA:CPU
   gives each output of an elementwise network its own fusion, so the carry is
   kept to registers whose dependency cones are small (register k only needs
-  registers 0..k), never a full `Extremes` summary.
+  registers 0..k), never a full `Extremes` summary. Compare-and-select
+  chains (`_select_descending`): NaN values are left out of the registers,
+  so the bounds are those of the non-NaN values; the second pass
+  (`clipped_sum_fold`, `strict_middle_fold`) propagates the NaN.
   """
   def fold(regs, rows):
     top, bottom = regs
     for i in range(rows.shape[0]):
       v = _row(rows, i)
-      top, _ = _insert_descending(top, v)
-      bottom, _ = _insert_ascending(bottom, v)
+      top, _ = _select_descending(top, v)
+      bottom, _ = _select_ascending(bottom, v)
     return top, bottom
   return _fold_blocks(x, regs, fold)
 
@@ -293,7 +435,11 @@ def thresholds_from(regs) -> Tuple[jax.Array, jax.Array]:
 
 
 def thresholds(x, c: int) -> Tuple[jax.Array, jax.Array]:
-  """(x_(c+1), x_(n-c)) per coordinate: the clipping bounds of winsorizing."""
+  """(x_(c+1), x_(n-c)) per coordinate: the clipping bounds of winsorizing.
+
+  Of the non-NaN values (see `threshold_fold`); with fewer than c+1 of
+  them, -inf / +inf fill in.
+  """
   x = materialized_inputs(x)
   return thresholds_from(
       threshold_fold(threshold_init(x.shape[1:], x.dtype, c), x))
@@ -341,6 +487,7 @@ def extreme_rows(x, c: int) -> Tuple[jax.Array, jax.Array]:
     (largest, smallest), each [c+1, *x.shape[1:]]: largest descending,
     smallest ascending.
   """
+  x = replicate_rows(x)
   inf = jnp.full((c + 1,) + tuple(x.shape[1:]), jnp.inf, x.dtype)
 
   def fold(regs, rows):
@@ -379,12 +526,21 @@ def bounds_from_extremes(largest: jax.Array, smallest: jax.Array,
 
 
 def clipped_sum_fold(acc, x, lo, hi):
-  """acc + sum over rows of clip(row, lo, hi), streamed in blocks (one output)."""
+  """acc + sum over rows of clip(row, lo, hi), streamed in blocks (one output).
+
+  Clipped by compare and select (as `_select_descending`, cheaper than
+  `max`/`min` on XLA:CPU); NaN propagates from the values (a NaN v is kept
+  by both selects) and from the bounds (checked once at the end).
+  """
   def fold(acc, rows):
     for i in range(rows.shape[0]):
-      acc = acc + jnp.minimum(jnp.maximum(_row(rows, i), lo), hi)
+      v = _row(rows, i)
+      v = jnp.where(v < lo, lo, v)
+      acc = acc + jnp.where(v > hi, hi, v)
     return acc
-  return _fold_blocks(x, acc, fold)
+  acc = _fold_blocks(x, acc, fold)
+  return jnp.where(jnp.isnan(lo) | jnp.isnan(hi), jnp.nan, acc).astype(
+      acc.dtype)
 
 
 def clipped_sum(x, lo: jax.Array, hi: jax.Array) -> jax.Array:
@@ -403,12 +559,17 @@ def strict_middle_init(shape, dtype):
 
 
 def strict_middle_fold(acc, x, lo, hi):
-  """Adds (sum of values strictly in (lo, hi), #values <= lo, #values >= hi)."""
+  """Adds (sum of values strictly in (lo, hi), #values <= lo, #values >= hi).
+
+  A NaN value is added to the sum (it is neither <= lo nor >= hi): the sum
+  is NaN at the coordinates with a NaN value (the NaN policy; the bounds of
+  `thresholds` leave NaN out).
+  """
   def fold(acc, rows):
     s, k_lo, k_hi = acc
     for i in range(rows.shape[0]):
       v = _row(rows, i)
-      s = s + jnp.where((v > lo) & (v < hi), v, 0).astype(s.dtype)
+      s = s + jnp.where((v <= lo) | (v >= hi), 0, v).astype(s.dtype)
       k_lo = k_lo + (v <= lo).astype(k_lo.dtype)
       k_hi = k_hi + (v >= hi).astype(k_hi.dtype)
     return s, k_lo, k_hi
@@ -432,7 +593,33 @@ def trimmed_from_middle(acc, lo, hi, n: int, c: int) -> jax.Array:
            + (k_hi - c).astype(wide) * hi.astype(wide))
   out = (total / (n - 2 * c)).astype(s.dtype)
   out = jnp.where(lo == hi, lo, out)
-  return jnp.where(jnp.isnan(lo) | jnp.isnan(hi), jnp.nan, out)  # NaN policy
+  # NaN policy: NaN bounds, or a NaN value (it was added to s).
+  return jnp.where(jnp.isnan(lo) | jnp.isnan(hi) | jnp.isnan(s), jnp.nan, out)
+
+
+def trimmed_from_clipped(total, lo, hi, n: int, c: int) -> jax.Array:
+  """Trimmed mean from the clipped (winsorized) sum of all n values.
+
+  lo = x_(c+1), hi = x_(n-c), total = sum of clip(v, lo, hi) over the n
+  values (`clipped_sum_fold`). If lo < hi, total = s + k_lo lo + k_hi hi
+  (s: the values strictly inside (lo, hi); k_lo = #(v <= lo), k_hi =
+  #(v >= hi)), and the kept values x_(c+1) .. x_(n-c) sum to
+  s + (k_lo - c) lo + (k_hi - c) hi = total - c lo - c hi: exact with ties,
+  and only kept values (the bounds) are subtracted, never an outlier. One
+  accumulator instead of `strict_middle_fold`'s three (one fused loop, not
+  three: ~10 % faster at c = 2 and 4 on the CNN's rows). lo == hi: every
+  kept value is lo. An infinite bound is a kept value: the mean is lo + hi
+  (that infinity, or NaN for -inf and +inf, as numpy). NaN where total or a
+  bound is NaN. Pass `total` in >= float32 (a bf16 sum stops counting at
+  256); the result has that dtype.
+  """
+  wide = total.dtype
+  lo_w, hi_w = lo.astype(wide), hi.astype(wide)
+  out = (total - c * lo_w - c * hi_w) / (n - 2 * c)
+  out = jnp.where(jnp.isinf(lo_w) | jnp.isinf(hi_w), lo_w + hi_w, out)
+  out = jnp.where(lo == hi, lo_w, out)
+  return jnp.where(jnp.isnan(total) | jnp.isnan(lo) | jnp.isnan(hi), jnp.nan,
+                   out).astype(wide)
 
 
 def winsorized_mean(x, c: int) -> jax.Array:
@@ -442,6 +629,7 @@ def winsorized_mean(x, c: int) -> jax.Array:
   (`summarize`). Longer: `thresholds`, then the clipped sum (two streamed
   passes over the rows, each a lax.scan over blocks).
   """
+  x = replicate_rows(x)
   n = x.shape[0]
   if c == 0:
     return mean(x)
@@ -456,7 +644,13 @@ def winsorized_mean(x, c: int) -> jax.Array:
 
 
 def trimmed_mean(x, c: int) -> jax.Array:
-  """Per coordinate: the mean of x_(c+1), ..., x_(n-c)."""
+  """Per coordinate: the mean of x_(c+1), ..., x_(n-c).
+
+  x: [n, ...] array or LazyRows. n <= MAX_UNROLLED_ROWS: one fused network
+  (`summarize`). Longer: `thresholds`, then the clipped sum in >= float32
+  (`trimmed_from_clipped`).
+  """
+  x = replicate_rows(x)
   n = x.shape[0]
   if c == 0:
     return mean(x)
@@ -465,9 +659,9 @@ def trimmed_mean(x, c: int) -> jax.Array:
       return trimmed_from(summarize(x, c), n)
     x = materialized_inputs(x)
     lo, hi = thresholds(x, c)
-    acc = strict_middle_fold(strict_middle_init(x.shape[1:], x.dtype), x,
-                             lo, hi)
-    return trimmed_from_middle(acc, lo, hi, n, c)
+    wide = jnp.promote_types(x.dtype, jnp.float32)
+    total = clipped_sum_fold(jnp.zeros(x.shape[1:], wide), x, lo, hi)
+    return trimmed_from_clipped(total, lo, hi, n, c).astype(x.dtype)
   _, middle = _sorted_middle(x, c)
   return _nan_to_all(x, middle / (n - 2 * c))
 
@@ -526,6 +720,7 @@ def pack_leaves(tree) -> Tuple[List[Any], Callable[[List[Any]], Any]]:
     {'b': (2,), 'w': (3, 2)}
   """
   leaves = jax.tree.leaves(tree, is_leaf=is_lazy)
+  leaves = [replicate_rows(leaf) for leaf in leaves]
   plan = _pack_plan([leaf.shape[1:] for leaf in leaves],
                     [leaf.dtype for leaf in leaves])
   inputs = [leaves[group[0]] if len(group) == 1 else jnp.concatenate(
@@ -572,7 +767,7 @@ def median3(a: jax.Array, b: jax.Array, c: jax.Array) -> jax.Array:
 
 def median(x: jax.Array) -> jax.Array:
   """Coordinate-wise median over the leading axis (numpy convention)."""
-  x = materialize(x)
+  x = materialize(replicate_rows(x))
   n = x.shape[0]
   if n == 1:
     return x[0]
@@ -591,6 +786,7 @@ def median(x: jax.Array) -> jax.Array:
 def group_sums(x, num_groups: int) -> jax.Array:
   """Sums of `num_groups` contiguous equal groups of rows: [num_groups, ...]."""
   m = x.shape[0] // num_groups
+  x = replicate_rows(x)
   if isinstance(x, LazyRows):
     return jnp.stack([jax.tree.map(lambda v: v[g * m:(g + 1) * m], x).sum_rows()
                       for g in range(num_groups)])

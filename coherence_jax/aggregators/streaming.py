@@ -7,7 +7,8 @@ Two passes over the batch, each a `lax.scan` over micro-batches:
      c+1 smallest values, folded micro-batch by micro-batch
      (`order_stats.threshold_fold`);
   2. the per-example gradients again, accumulating sum(clip(g, lo, hi))
-     (trimmed: the sum strictly inside the bounds and the ties at them).
+     (trimmed: the same sum in >= float32, then minus c lo + c hi,
+     `order_stats.trimmed_from_clipped`).
 Pass 2 recomputes the gradients (about 2x the compute of one pass) so that no
 per-example quantity is kept: peak memory is about
 (microbatch_size + 2c + 3) x params and does not grow with B. Gradients come
@@ -19,10 +20,9 @@ the single fused network of `order_stats.winsorized_mean` are used instead.
 With `axis_name` (inside `jax.shard_map` with the batch sharded over that mesh
 axis, or inside `jax.pmap`) each device streams its local examples: its bounds
 registers are all-gathered and merged into the global bounds (2(c+1) * D * P
-values received), the locally clipped sums are psum-ed (P values; trimmed: the
-strict-middle sums and two int32 tie counts, 3P), and every device returns the
-single-device result on the global batch (device d holds rows d*b .. (d+1)*b-1;
-B = b * D), invariant over the axis. Passing a sharded batch inside
+values received), the locally clipped sums are psum-ed (P values, trimmed
+too), and every device returns the single-device result on the global batch
+(device d holds rows d*b .. (d+1)*b-1; B = b * D), invariant over the axis. Passing a sharded batch inside
 `jax.shard_map` without `axis_name` is a ValueError (the gradients with respect
 to the replicated params would come back summed over devices).
 """
@@ -215,8 +215,7 @@ def trimmed_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
     batch: pytree of arrays with a shared leading example axis.
     c: values dropped at each end, per coordinate (2c + 1 <= B).
     microbatch_size: examples whose gradients are formed at once.
-    axis_name: as in `winsorized_mean_grad`; the psum carries the sums
-      strictly inside the global bounds and two int32 tie counts (3P values).
+    axis_name: as in `winsorized_mean_grad` (a psum of the P clipped sums).
 
   Returns:
     Params-shaped gradients.
@@ -240,15 +239,18 @@ def trimmed_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
                                 axis_name=axis_name)
   bounds = streamed_bounds(loss_fn, params, batch, c, microbatch_size,
                            axis_name)
-  init = [order_stats.strict_middle_init(s.shape, s.dtype)
-          for s in order_stats.packed_shapes(_row_like(params))]
+  # Clipped sums in >= float32 (a bf16 sum stops counting at 256).
+  specs = order_stats.packed_shapes(_row_like(params))
+  init = [jnp.zeros(s.shape, jnp.promote_types(s.dtype, jnp.float32))
+          for s in specs]
 
   def fold(acc, grads):
-    return [order_stats.strict_middle_fold(a, x, lo, hi)
+    return [order_stats.clipped_sum_fold(a, x, lo, hi)
             for a, x, (lo, hi) in zip(acc, _inputs(grads), bounds)]
 
-  acc = _psum(_over_microbatches(loss_fn, params, batch, microbatch_size, init,
-                                 fold), axis_name)
+  total = _psum(_over_microbatches(loss_fn, params, batch, microbatch_size,
+                                   init, fold), axis_name)
   unpack = order_stats.unpacker(_row_like(params))
-  return unpack([order_stats.trimmed_from_middle(a, lo, hi, size, c)
-                 for a, (lo, hi) in zip(acc, bounds)])
+  return unpack([
+      order_stats.trimmed_from_clipped(t, lo, hi, size, c).astype(s.dtype)
+      for t, (lo, hi), s in zip(total, bounds, specs)])

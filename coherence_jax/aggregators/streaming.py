@@ -19,9 +19,11 @@ the single fused network of `order_stats.winsorized_mean` are used instead.
 
 With `axis_name` (inside `jax.shard_map` with the batch sharded over that mesh
 axis, or inside `jax.pmap`) each device streams its local examples: its bounds
-registers are all-gathered and merged into the global bounds (2(c+1) * D * P
-values received), the locally clipped sums are psum-ed (P values, trimmed
-too), and every device returns the single-device result on the global batch
+registers are merged into the global bounds (`across_devices.global_bounds`:
+an all_to_all of coordinate slices then an all_gather of the bounds,
+(2(c+1) + 2) * P values received at any D, or an all_gather of the registers,
+2(c+1) * D * P, where that is fewer), the locally clipped sums are psum-ed
+(P values, trimmed too), and every device returns the single-device result on the global batch
 (device d holds rows d*b .. (d+1)*b-1; B = b * D), invariant over the axis. Passing a sharded batch inside
 `jax.shard_map` without `axis_name` is a ValueError (the gradients with respect
 to the replicated params would come back summed over devices).
@@ -116,8 +118,9 @@ def streamed_bounds(loss_fn, params: PyTree, batch: PyTree, c: int,
   Traceable. The inputs are `order_stats.pack_leaves` of the gradients
   (`order_stats.unpacker(_row_like(params))` maps per-input results back to
   params). With `axis_name` (params already cast to vary over it), the
-  bounds of the global batch: each device's registers are gathered and
-  merged (2(c+1) * D values per coordinate), invariant over the axis.
+  bounds of the global batch (`across_devices.global_bounds`: per
+  coordinate 2(c+1) + 2 values received, or 2(c+1) * D where fewer),
+  invariant over the axis.
   """
   regs = _streamed_registers(loss_fn, params, batch, c, microbatch_size)
   if axis_name is None:
@@ -155,9 +158,10 @@ def winsorized_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
     microbatch_size: examples whose gradients are formed at once.
     axis_name: None on one device. Inside `jax.shard_map` / `jax.pmap` with
       the batch sharded over a mesh axis (or axes), that axis: each device
-      streams its local examples into bounds registers, the registers are
-      all-gathered and merged into the global bounds (2(c+1) * D * P values
-      received) and the locally clipped sums are psum-ed (P values). The
+      streams its local examples into bounds registers, merged into the
+      global bounds ((2(c+1) + 2) * P values received at any D, see
+      `across_devices.global_bounds`) and the locally clipped sums are
+      psum-ed (P values). The
       result is the single-device one on the global batch (B = b * D, in
       device order), invariant over the axis.
 

@@ -6,10 +6,10 @@ r"""Step time of SGD with each robust aggregator, relative to plain SGD.
 
 Prints a markdown table. Plain SGD = jax.grad of the mean loss + optax.sgd.
 Every row runs in a fresh process (`--child`), which reports the median step
-time, the first call's wall time (trace + compile + one step) and its CPU
-time, and the process's peak RSS (VmHWM: the compiler included). Ratios are
-taken within the same run (the CPU is shared: use medians; the load average
-is printed per row). Then the --interleave methods (plain SGD and winsorized
+time, the XLA compile time alone (wall), the first call's wall time (trace
++ lower + compile + one step) and its CPU time, and the process's peak RSS
+(VmHWM: the compiler included). Ratios are taken within the same run (the
+CPU is shared: use medians; the load average is printed per row). Then the --interleave methods (plain SGD and winsorized
 c=4 by default) are timed round-robin in one process per case, so that load
 changes hit them alike (`harness.time_interleaved`).
 Winsorized / trimmed rows use `aggregators.factored_grads` (Dense kernels as
@@ -114,25 +114,34 @@ def steps(loss_fn, b):
   return out
 
 
-def time_step(loss_fn, params, batch, grad_fn, first, reps):
-  """(median step s, first call's wall s, its CPU s) of one jitted step."""
+def time_step(params, batch, grad_fn, first, reps):
+  """Times one jitted step: a dict of seconds.
+
+  step_s: median step; first_call_s / first_call_cpu_s: the first call
+  (trace + lower + XLA compile + one step), wall and CPU; compile_s: the
+  XLA compile alone (wall), the part that grows with the selection networks.
+  """
   tx = optax.sgd(0.01) if first is None else optax.chain(first, optax.sgd(0.01))
   state = tx.init(params)
 
-  @jax.jit
   def step(params, state, batch):
     updates, state = tx.update(grad_fn(params, batch), state, params)
     return optax.apply_updates(params, updates), state
 
   t, cpu = time.perf_counter(), time.process_time()
-  jax.block_until_ready(step(params, state, batch))
-  compile_s, compile_cpu_s = time.perf_counter() - t, time.process_time() - cpu
+  lowered = jax.jit(step).lower(params, state, batch)
+  t_compile = time.perf_counter()
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - t_compile
+  jax.block_until_ready(compiled(params, state, batch))
+  first_s, first_cpu_s = time.perf_counter() - t, time.process_time() - cpu
   times = []
   for _ in range(reps):
     t = time.perf_counter()
-    jax.block_until_ready(step(params, state, batch))
+    jax.block_until_ready(compiled(params, state, batch))
     times.append(time.perf_counter() - t)
-  return float(np.median(times)), compile_s, compile_cpu_s
+  return {'step_s': float(np.median(times)), 'first_call_s': first_s,
+          'first_call_cpu_s': first_cpu_s, 'compile_s': compile_s}
 
 
 def model_of(case):
@@ -146,10 +155,8 @@ def child(case, index, reps):
   """Times method `index` of `case` in this (fresh) process; prints JSON."""
   _, (loss_fn, params), b = model_of(case)
   label, (grad_fn, first) = list(steps(loss_fn, b).items())[index]
-  sec, comp, comp_cpu = time_step(loss_fn, params, make_batch(b), grad_fn,
-                                  first, reps)
-  print(json.dumps({'label': label, 'step_s': sec, 'compile_s': comp,
-                    'compile_cpu_s': comp_cpu,
+  times = time_step(params, make_batch(b), grad_fn, first, reps)
+  print(json.dumps({'label': label, **times,
                     'peak_rss_mib': harness.max_rss_mib()}))
 
 
@@ -185,10 +192,11 @@ def run_case(case, reps):
     sec = out['step_s']
     base = sec if base is None else base
     row = (name, b, out['label'], sec * 1e3, sec / base, out['compile_s'],
-           out['compile_cpu_s'], out['peak_rss_mib'], os.getloadavg()[0])
+           out['first_call_s'], out['first_call_cpu_s'], out['peak_rss_mib'],
+           os.getloadavg()[0])
     rows.append(row)
-    print('| {} | {} | {} | {:.1f} | {:.2f}x | {:.1f} | {:.1f} | {:.0f} | '
-          '{:.1f} |'.format(*row), flush=True)
+    print('| {} | {} | {} | {:.1f} | {:.2f}x | {:.1f} | {:.1f} | {:.1f} | '
+          '{:.0f} | {:.1f} |'.format(*row), flush=True)
   return rows
 
 
@@ -217,9 +225,9 @@ def main(argv):
     return
   print(f'jax {jax.__version__}, backend {jax.default_backend()}, '
         f'{jax.device_count()} device(s), load average {os.getloadavg()}')
-  print('| model | batch | method | step ms | vs plain SGD | first call s '
-        '| its CPU s | peak RSS MiB | load |')
-  print('|---|---|---|---|---|---|---|---|---|')
+  print('| model | batch | method | step ms | vs plain SGD | XLA compile s '
+        '| first call s | its CPU s | peak RSS MiB | load |')
+  print('|---|---|---|---|---|---|---|---|---|---|')
   for case in _CASES.value:
     run_case(case, _REPS.value)
   if _INTERLEAVE.value:

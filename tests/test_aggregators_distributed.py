@@ -24,8 +24,10 @@ from jax.sharding import PartitionSpec as P
 from coherence_jax import aggregators
 from coherence_jax.aggregators import OuterRows
 from coherence_jax.aggregators import across_devices
+from coherence_jax.aggregators import factored_dense
 from coherence_jax.aggregators import order_stats
 from coherence_jax.aggregators import streaming
+from tests import helpers
 
 EPS32 = float(np.finfo(np.float32).eps)
 D = 8      # simulated devices (tests/conftest.py)
@@ -209,6 +211,50 @@ def test_streaming_grads_across_devices(fn, c, microbatch_size):
       p, jax.tree.map(lambda v: v[None], x))[0]), in_axes=(None, 0))(
           params, batch)
   assert_matches(out, ref, per_example)
+
+
+@pytest.mark.parametrize('fn,microbatch_size', [
+    ('winsorized_mean_grad', 2),   # 3 rows per device: scan + remainder
+    ('trimmed_mean_grad', 4),      # one pass per device (all_to_all)
+])
+def test_streaming_grads_of_an_nnx_model_across_devices(fn, microbatch_size):
+  """from_nnx models take the factored Dense path (OuterRows): inside
+  shard_map its zero perturbations and params must vary like the batch, or
+  their gradients come back summed over the devices."""
+  loss, params = helpers.tiny_mlp()
+  batch = helpers.tiny_batch(3 * D)
+  grad_fn = getattr(streaming, fn)
+  ref = jax.jit(lambda p, b: grad_fn(loss, p, b, c=1,
+                                     microbatch_size=microbatch_size))(
+                                         params, batch)
+  m = mesh()
+  out = jax.jit(jax.shard_map(
+      lambda p, b: grad_fn(loss, p, b, c=1, microbatch_size=microbatch_size,
+                           axis_name='data'),
+      mesh=m, in_specs=(P(), P('data')), out_specs=P()))(
+          params, jax.device_put(batch, NamedSharding(m, P('data'))))
+  rows = helpers.loop_grads(loss, params, batch)
+  for o, r, x in zip(jax.tree.leaves(out), jax.tree.leaves(ref),
+                     jax.tree.leaves(rows)):
+    np.testing.assert_array_less(np.abs(np.asarray(o) - np.asarray(r)),
+                                 tolerance(x) + 1e-30)
+
+
+def test_factored_grads_inside_shard_map_are_each_examples_own():
+  loss, params = helpers.tiny_mlp()
+  batch = helpers.tiny_batch(2 * D)
+  m = mesh()
+  out = jax.jit(jax.shard_map(
+      lambda p, b: factored_dense.materialize_grads(
+          factored_dense.factored_grads(loss, p, b)),
+      mesh=m, in_specs=(P(), P('data')), out_specs=P('data')))(
+          params, jax.device_put(batch, NamedSharding(m, P('data'))))
+  want = helpers.loop_grads(loss, params, batch)
+  for o, w in zip(jax.tree.leaves(out), jax.tree.leaves(want)):
+    # Each example's gradient is a few products of float32 values: ~1e-6
+    # relative to the largest entry (not device-summed: that is O(1) off).
+    np.testing.assert_allclose(o, w, rtol=1e-5,
+                               atol=1e-5 * float(np.abs(w).max()))
 
 
 def test_streaming_sharded_batch_needs_axis_name():

@@ -136,6 +136,10 @@ def factored_grads(loss_fn, params: PyTree, batch: PyTree) -> PyTree:
   `materialize_grads` expands it.
   """
   size = _checks.check_per_example_loss(loss_fn, params, batch)
+  # Inside jax.shard_map, gradients with respect to values invariant over the
+  # batch's mesh axes come back summed over devices: make the params and the
+  # perturbations vary like the batch, so each example's gradient is its own.
+  params = order_stats.vary_like(params, batch)
   if not isinstance(loss_fn, nnx_bridge.NNXLossFn):
     return vmap_grads.vmapped_grads(loss_fn, params, batch)
   dense = _dense_layers(loss_fn, params, batch, size)
@@ -175,7 +179,7 @@ def factored_grads(loss_fn, params: PyTree, batch: PyTree) -> PyTree:
     # The zero perturbation is made per example inside vmap (not a [B, ...]
     # input), so it takes the batch's sharding on Explicit-axis meshes.
     eps = {path: jnp.zeros((1, d), dtype) for path, d in out_dim.items()}
-    return grad_fn(other, eps, example)
+    return grad_fn(other, order_stats.vary_like(eps, example), example)
 
   (g_other, g_eps), captured = jax.vmap(example_grads, in_axes=(None, 0))(
       other, batch)

@@ -23,6 +23,7 @@ import jax
 
 from coherence_jax import _checks
 from coherence_jax import coherence
+from coherence_jax import explicit_batch
 from coherence_jax._tree import LossFn
 from coherence_jax._tree import PyTree
 from coherence_jax.aggregators import streaming
@@ -49,13 +50,23 @@ def _probe_independence(loss_fn: LossFn, params: PyTree, batch: PyTree) -> None:
     seen = set()
   if layout in seen:
     return
-  _checks.check_per_example_loss(loss_fn, params, batch)
+  # Shapes only: a batch's Explicit sharding would enter the loss's trace
+  # (the functions themselves run it per device, `explicit_batch`).
+  _checks.check_per_example_loss(loss_fn, params, jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(jax.numpy.shape(x),
+                                     jax.numpy.result_type(x)), batch))
   _checks.check_examples_independent(loss_fn, params, batch)
   seen.add(layout)
 
 
-def _jit_with_probe(fn, static_argnames):
-  """jax.jit(fn) behind an independence probe controlled by a keyword."""
+def _jit_with_probe(fn, static_argnames, output=None):
+  """jax.jit(fn) behind an independence probe controlled by a keyword.
+
+  With `output` ('global' or 'per_example'), the jitted function also takes
+  a batch sharded over Explicit mesh axes (`explicit_batch.per_device`).
+  """
+  if output is not None:
+    fn = explicit_batch.per_device(fn, output)
   jitted = jax.jit(fn, static_argnames=static_argnames)
 
   @functools.wraps(fn)
@@ -81,20 +92,23 @@ def _doc_note(fn):
 
 coherence_stats = _doc_note(_jit_with_probe(
     coherence.coherence_stats,
-    ('loss_fn', 'microbatch_size', 'axis_name', 'method', 'ghost_form')))
+    ('loss_fn', 'microbatch_size', 'axis_name', 'method', 'ghost_form'),
+    'global'))
 per_example_grads = _doc_note(_jit_with_probe(
-    vmap_grads.per_example_grads, ('loss_fn', 'microbatch_size', 'axis_name')))
+    vmap_grads.per_example_grads, ('loss_fn', 'microbatch_size', 'axis_name'),
+    'per_example'))
 per_example_sq_norms = _doc_note(_jit_with_probe(
     ghost.per_example_sq_norms,
-    ('loss_fn', 'method', 'microbatch_size', 'axis_name', 'ghost_form')))
+    ('loss_fn', 'method', 'microbatch_size', 'axis_name', 'ghost_form'),
+    'per_example'))
 per_group_grads = _doc_note(_jit_with_probe(
     vmap_grads.per_group_grads, ('loss_fn', 'num_groups', 'axis_name')))
 winsorized_mean_grad = _doc_note(_jit_with_probe(
     streaming.winsorized_mean_grad,
-    ('loss_fn', 'c', 'microbatch_size', 'axis_name')))
+    ('loss_fn', 'c', 'microbatch_size', 'axis_name'), 'global'))
 trimmed_mean_grad = _doc_note(_jit_with_probe(
     streaming.trimmed_mean_grad,
-    ('loss_fn', 'c', 'microbatch_size', 'axis_name')))
+    ('loss_fn', 'c', 'microbatch_size', 'axis_name'), 'global'))
 
 __all__ = ['CoherenceStats', 'coherence_stats', 'per_example_grads',
            'per_example_sq_norms', 'per_group_grads',

@@ -113,3 +113,34 @@ def test_batch_sharded_over_an_explicit_mesh_axis():
   # rounding of a few short dot products.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, RTOL, ATOL),
                got, fn(params, batch))
+
+
+@pytest.mark.parametrize('conv_kwargs,in_shape', [
+    ({'strides': 2, 'padding': 'VALID'}, (6, 5, 2)),
+    ({'kernel_dilation': 2, 'padding': ((1, 0), (2, 1))}, (5, 6, 2)),
+    ({'kernel_size': (3,), 'padding': 'SAME'}, (7, 2)),          # 1-D
+    ({'feature_group_count': 2}, (5, 5, 2)),   # groups: vmap's gradient
+])
+def test_conv_kernels_from_patches_equal_per_example_grads(conv_kwargs,
+                                                            in_shape):
+  kwargs = {'kernel_size': (3, 2), **conv_kwargs}
+
+  class Net(nnx.Module):
+    def __init__(self, rngs):
+      self.conv = nnx.Conv(2, 4, rngs=rngs, **kwargs)
+
+    def __call__(self, x):
+      h = jnp.tanh(self.conv(x))
+      return h.reshape(x.shape[0], -1)[:, :3] * 3.0
+
+  loss_fn, params = cj.from_nnx(Net(nnx.Rngs(0)), cj.models.cross_entropy_loss)
+  k1, k2 = jax.random.split(jax.random.key(5))
+  batch = {'image': jax.random.normal(k1, (5,) + in_shape),
+           'label': jax.random.randint(k2, (5,), 0, 3)}
+  got = jax.jit(lambda p, b: dpe.factored_grads(loss_fn, p, b))(params, batch)
+  want = helpers.loop_grads(loss_fn, params, batch)
+  # Each kernel entry sums at most 6 * 5 products of O(1) float32 values:
+  # ~1e-6 relative to the largest entry, 1e-5 leaves room for the order.
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, rtol=1e-5,
+                               atol=1e-5 * float(np.abs(w).max()))

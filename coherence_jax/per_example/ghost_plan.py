@@ -181,7 +181,12 @@ def split_args(base_call, module, args, kwargs):
   return items[0][1], dict(items[1:])
 
 
-def _conv_info(module) -> Dict[str, Any]:
+def conv_info(module) -> Dict[str, Any]:
+  """An nnx.Conv's geometry, as `ghost_rules.conv_patches` takes it.
+
+  'gram_ok': the conv is one patches-times-kernel contraction (no feature
+  groups, mask, or circular / reflect / causal padding).
+  """
   nd = len(module.kernel_size)
 
   def bcast(v):
@@ -259,7 +264,7 @@ def _call_info(layer, module, method, x, kwargs):
   if layer.kind == 'embed':
     return {'vocab': module.num_embeddings}, None
   if layer.kind == 'conv':
-    return _conv_info(module), None
+    return conv_info(module), None
   return {}, None
 
 

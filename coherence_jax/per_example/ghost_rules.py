@@ -209,7 +209,7 @@ def _contraction_rule(info, apply, p, x, dz, dp_std):
   return dp, q
 
 
-def _conv_patches(info, x):
+def conv_patches(info, x):
   """im2col of the conv input by strided slices: [B, T, K], K = (*window, c_in).
 
   Matches nnx.Conv's layout, so Σ_t patchesᵀ Δ reshapes to the kernel. Pure data
@@ -283,7 +283,7 @@ def _conv_rule(info, apply, p, x, dz, dp_std):
     q.update(_materialized(apply, p, x, dz, ('kernel',), dp))
   elif form == 'materialize':
     def part(x, d):
-      a = _conv_patches(info, x)
+      a = conv_patches(info, x)
       g = jnp.einsum('btk,btn->bkn', a, d)
       return reductions.sum_over_examples(g), reductions.per_example_sq_norm(g)
     s, q['kernel'] = over_example_chunks(
@@ -291,7 +291,7 @@ def _conv_rule(info, apply, p, x, dz, dp_std):
     dp['kernel'] = s.reshape(kernel.shape).astype(kernel.dtype)
   else:
     def part(x, d):
-      return 0.0, _product_sq_norms(_conv_patches(info, x), d, form)
+      return 0.0, _product_sq_norms(conv_patches(info, x), d, form)
     q['kernel'] = over_example_chunks(
         part, (x, d), positions * (positions + d_in + d_out))[1]
   _bias_rule(d, p, dp, q)

@@ -239,7 +239,8 @@ def conv_patches(info, x):
   return patches.reshape(x.shape[0], -1, patches.shape[-2] * patches.shape[-1])
 
 
-def over_example_chunks(fn, arrays, floats_per_example: int):
+def over_example_chunks(fn, arrays, floats_per_example: int,
+                        chunk_floats: Optional[int] = None):
   """fn on chunks of examples (bounded memory); sums s, concatenates q.
 
   Args:
@@ -247,7 +248,8 @@ def over_example_chunks(fn, arrays, floats_per_example: int):
       per example (leading axis the chunk).
     arrays: arrays (or pytrees) with a shared leading example axis.
     floats_per_example: intermediate floats `fn` holds per example; chunks
-      hold about _CHUNK_FLOATS of them.
+      hold about `chunk_floats` of them (default _CHUNK_FLOATS).
+    chunk_floats: the budget per chunk, if not _CHUNK_FLOATS.
 
   Returns:
     `(Σ s, concatenated q)`.
@@ -259,7 +261,8 @@ def over_example_chunks(fn, arrays, floats_per_example: int):
     (Array([5., 5.], dtype=float32), Array([2., 2., 2., 2., 2.], dtype=float32))
   """
   size = arrays[0].shape[0]
-  chunk = max(1, min(size, _CHUNK_FLOATS // max(1, floats_per_example)))
+  budget = _CHUNK_FLOATS if chunk_floats is None else chunk_floats
+  chunk = max(1, min(size, budget // max(1, floats_per_example)))
   if chunk < size:
     # Prefer a divisor of the batch: no remainder to compile a second time.
     divisor = max(c for c in range(1, chunk + 1) if size % c == 0)

@@ -175,6 +175,24 @@ def check_float_params(params: PyTree) -> None:
           'counters, indices) out of params, e.g. in the batch or a closure.')
 
 
+def unsharded(batch: PyTree) -> PyTree:
+  """Shapes and dtypes of `batch`, without its sharding.
+
+  For checks traced outside the per-device program: a batch sharded over an
+  Explicit mesh axis (`jax.make_mesh`'s default in jax 0.10) would carry its
+  sharding into that trace, where the model's reshapes and gathers (pooling
+  windows, embedding lookups) need an `out_sharding`; inside `jax.shard_map`
+  every device sees its own examples, unsharded.
+
+  Example:
+    >>> unsharded({'x': np.ones((2, 3), np.float32)})
+    {'x': ShapeDtypeStruct(shape=(2, 3), dtype=float32)}
+  """
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x),
+                                                     jnp.result_type(x)),
+                      batch)
+
+
 def check_per_example_loss(loss_fn: LossFn, params: PyTree,
                            batch: PyTree) -> int:
   """Checks that `loss_fn(params, batch)` returns per-example losses [B].

@@ -50,11 +50,9 @@ def _probe_independence(loss_fn: LossFn, params: PyTree, batch: PyTree) -> None:
     seen = set()
   if layout in seen:
     return
-  # Shapes only: a batch's Explicit sharding would enter the loss's trace
-  # (the functions themselves run it per device, `explicit_batch`).
-  _checks.check_per_example_loss(loss_fn, params, jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(jax.numpy.shape(x),
-                                     jax.numpy.result_type(x)), batch))
+  # Shapes only (the functions run an Explicit-sharded batch per device,
+  # `explicit_batch`).
+  _checks.check_per_example_loss(loss_fn, params, _checks.unsharded(batch))
   _checks.check_examples_independent(loss_fn, params, batch)
   seen.add(layout)
 

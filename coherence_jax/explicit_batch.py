@@ -45,6 +45,21 @@ def _leading_explicit_axes(x) -> Tuple[Tuple[str, ...], object]:
   return tuple(a for a in axes if types.get(a) == AxisType.Explicit), mesh
 
 
+def _axes_and_mesh(batch: PyTree):
+  """(Explicit axes of the example axis, their mesh); ((), None) if none."""
+  found = {}
+  for x in jax.tree.leaves(batch):
+    axes, mesh = _leading_explicit_axes(x)
+    if axes:
+      found.setdefault(axes, mesh)
+  if len(found) > 1:
+    raise ValueError(
+        f'batch: its leaves are sharded over different mesh axes '
+        f'{sorted(found)}; place every leaf with the same '
+        "NamedSharding(mesh, P('data')).")
+  return next(iter(found.items()), ((), None))
+
+
 def batch_axes(batch: PyTree) -> Tuple[str, ...]:
   """Explicit mesh axes the example axis of `batch` is sharded over.
 
@@ -53,22 +68,7 @@ def batch_axes(batch: PyTree) -> Tuple[str, ...]:
   Raises:
     ValueError: leaves sharded over different axes (reshard them alike).
   """
-  found = {_leading_explicit_axes(x)[0] for x in jax.tree.leaves(batch)}
-  found.discard(())
-  if len(found) > 1:
-    raise ValueError(
-        f'batch: its leaves are sharded over different mesh axes '
-        f'{sorted(found)}; place every leaf with the same '
-        "NamedSharding(mesh, P('data')).")
-  return found.pop() if found else ()
-
-
-def _mesh_of(batch: PyTree):
-  for x in jax.tree.leaves(batch):
-    axes, mesh = _leading_explicit_axes(x)
-    if axes:
-      return mesh
-  raise AssertionError('no Explicit batch axis')  # callers check batch_axes
+  return _axes_and_mesh(batch)[0]
 
 
 def per_device(fn: Callable[..., PyTree], output: str) -> Callable[..., PyTree]:
@@ -84,10 +84,10 @@ def per_device(fn: Callable[..., PyTree], output: str) -> Callable[..., PyTree]:
 
   @functools.wraps(fn)
   def wrapped(loss_fn, params, batch, *args, axis_name=None, **kwargs):
-    axes = batch_axes(batch) if axis_name is None else ()
+    axes, mesh = _axes_and_mesh(batch) if axis_name is None else ((), None)
     if not axes:
       return fn(loss_fn, params, batch, *args, axis_name=axis_name, **kwargs)
-    spec, mesh = P(axes), _mesh_of(batch)
+    spec = P(axes)
     batch = jax.tree.map(lambda x: jax.sharding.reshard(
         x, jax.sharding.NamedSharding(mesh, spec)), batch)
 

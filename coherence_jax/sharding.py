@@ -80,20 +80,6 @@ def weighted_loss(loss_fn: LossFn) -> LossFn:
   return lambda params, data: loss_fn(params, data['examples']) * data['weight']
 
 
-def _unsharded(batch: PyTree) -> PyTree:
-  """Shapes and dtypes of `batch`, without its sharding.
-
-  The loss is checked outside the mesh's per-device program. A batch sharded
-  over an Explicit mesh axis (`jax.make_mesh`'s default in jax 0.10)
-  would carry its sharding into that trace, where the model's reshapes and
-  gathers (pooling windows, embedding lookups) need an `out_sharding`; inside
-  `jax.shard_map` every device sees its own examples, unsharded.
-  """
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x),
-                                                     jnp.result_type(x)),
-                      batch)
-
-
 @functools.lru_cache(maxsize=64)
 def _sharded_program(loss_fn, mesh, axes, microbatch_size, method,
                      ghost_form):
@@ -150,7 +136,7 @@ def sharded_coherence_stats(loss_fn: LossFn, params: PyTree, batch: PyTree,
     True
   """
   axes = batch_axes_of(mesh, batch_axes)
-  _checks.check_per_example_loss(loss_fn, params, _unsharded(batch))
+  _checks.check_per_example_loss(loss_fn, params, _checks.unsharded(batch))
   devices = math.prod(mesh.shape[a] for a in axes)
   data_sharding = NamedSharding(mesh, P(axes))
   if process_local:

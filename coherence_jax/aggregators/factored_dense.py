@@ -10,7 +10,7 @@ fused selection network, so the per-example tensor is never materialized and
 XLA reads it in its natural layout (vmap's per-example kernel gradients came
 out transposed, which made the network read them strided: 2x slower).
 For an `nnx.Conv`, example i's kernel gradient is patches(a_i)ᵀ δ_i
-(`ghost_rules.conv_patches`): one batched matmul over the batch. vmap's
+(`ghost_rules.conv_kernel_grads`): one batched matmul over the batch. vmap's
 per-example conv gradient is instead a convolution with B feature groups,
 which XLA:CPU canonicalizes for its fast kernels only in the entry
 computation: inside `lax.scan` (the micro-batches of the streaming robust
@@ -173,9 +173,7 @@ def _conv_kernel_grads(info, kernel_shape, x, d):
   d_in = math.prod(kernel_shape[:-1])
 
   def part(x, d):
-    g = jnp.einsum('btk,btn->bkn', ghost_rules.conv_patches(info, x),
-                   d.astype(jnp.float32))
-    return 0.0, g
+    return 0.0, ghost_rules.conv_kernel_grads(info, x, d.astype(jnp.float32))
 
   floats = d.shape[1] * (d_in + d.shape[2]) + d_in * d.shape[2]
   g = ghost_rules.over_example_chunks(part, (x, d), floats,

@@ -239,6 +239,12 @@ def conv_patches(info, x):
   return patches.reshape(x.shape[0], -1, patches.shape[-2] * patches.shape[-1])
 
 
+def conv_kernel_grads(info, x, d):
+  """Per-example kernel gradients [B, K, N] of a plain conv (`conv_info`
+  'gram_ok'): patches(x_i)ᵀ d_i, d the output cotangents [B, T, N] float32."""
+  return jnp.einsum('btk,btn->bkn', conv_patches(info, x), d)
+
+
 def over_example_chunks(fn, arrays, floats_per_example: int,
                         chunk_floats: Optional[int] = None):
   """fn on chunks of examples (bounded memory); sums s, concatenates q.
@@ -286,8 +292,7 @@ def _conv_rule(info, apply, p, x, dz, dp_std):
     q.update(_materialized(apply, p, x, dz, ('kernel',), dp))
   elif form == 'materialize':
     def part(x, d):
-      a = conv_patches(info, x)
-      g = jnp.einsum('btk,btn->bkn', a, d)
+      g = conv_kernel_grads(info, x, d)
       return reductions.sum_over_examples(g), reductions.per_example_sq_norm(g)
     s, q['kernel'] = over_example_chunks(
         part, (x, d), positions * (d_in + d_out) + d_in * d_out)

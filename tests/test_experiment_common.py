@@ -50,7 +50,9 @@ def test_every_spec_parses_and_builds_a_step_that_learns(spec, want):
     ('winsorized', 'needs an integer'), ('trimmed:-1', 'C must be >= 0'),
     ('median_of_means:0', 'K must be >= 1'), ('rm3:2', 'takes no argument'),
     ('mean,rm3', 'pass one of'), ('winsorized:15', r'2C\+1 <= batch size 30'),
-    ('median_of_means:7', 'does not divide the batch size 30')])
+    ('median_of_means:7', 'does not divide the batch size 30'),
+    ('winsorized:4_0', 'plain digits'), ('winsorized: 4', 'plain digits'),
+    ('winsorized:+4', 'plain digits'), ('winsorized:٤', 'plain digits')])
 def test_bad_specs_are_clear_value_errors(spec, match):
   with pytest.raises(ValueError, match=match):
     aggregator_specs.parse(spec, batch_size=30)

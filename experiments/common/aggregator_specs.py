@@ -16,6 +16,7 @@ Example:
   >>> grad_fn, optimizer = build('winsorized:4', loss_fn, learning_rate=0.1)
 """
 
+import re
 from typing import Optional, Tuple
 
 import optax
@@ -58,11 +59,11 @@ def parse(spec: str, batch_size: Optional[int] = None
   if not arg and _WITH_ARG[name] is not None:
     value = _WITH_ARG[name]
   else:
-    try:
-      value = int(arg)
-    except ValueError:
-      raise ValueError(f'aggregator: {spec!r} needs an integer after ":", '
-                       f'e.g. "{name}:4".') from None
+    if not re.fullmatch(r'-?[0-9]+', arg):  # int() also reads '4_0', ' 4'
+      raise ValueError(f'aggregator: {spec!r} needs an integer after ":" '
+                       f'in plain digits (no spaces or underscores), e.g. '
+                       f'"{name}:4".')
+    value = int(arg)
   _check_value(spec, name, value, batch_size)
   return name, value
 

@@ -26,6 +26,8 @@ from typing import Dict, List, Sequence, Tuple
 from absl import app
 from absl import flags
 
+import checks  # launch/checks.py
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _EXPERIMENT = flags.DEFINE_string('experiment', 'real_vs_random',
@@ -37,7 +39,8 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 2, 'Processes.',
 _DEVICES = flags.DEFINE_integer('devices_per_process', 4,
                                 'Simulated CPU devices per process.',
                                 lower_bound=1)
-_PORT = flags.DEFINE_integer('port', 0, 'Coordinator port; 0: a free one.')
+_PORT = flags.DEFINE_integer('port', 0, 'Coordinator port; 0: a free one.',
+                             lower_bound=0, upper_bound=65535)
 _TIMEOUT = flags.DEFINE_float('timeout', 1800., 'Seconds before every '
                               'process is killed and the launch fails.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False,
@@ -127,6 +130,11 @@ def launch(cmds, workdir: str, timeout: float) -> int:
 
 def main(argv):
   extra = argv[1:]
+  try:
+    checks.experiment(_EXPERIMENT.value)
+    checks.config_files(extra)
+  except ValueError as e:
+    raise app.UsageError(str(e))
   port = _PORT.value or free_port()
   cmds = commands(_EXPERIMENT.value, _WORKDIR.value, _NUM_PROCESSES.value,
                   _DEVICES.value, port, extra)

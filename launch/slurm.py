@@ -19,6 +19,7 @@ written to --script (default <workdir>/launch.sbatch) and submitted.
 """
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -26,6 +27,8 @@ from typing import Sequence
 
 from absl import app
 from absl import flags
+
+import checks  # launch/checks.py
 
 _EXPERIMENT = flags.DEFINE_string('experiment', 'real_vs_random',
                                   'Folder under experiments/ (its main.py).')
@@ -37,7 +40,7 @@ _GPUS = flags.DEFINE_integer('gpus_per_node', 8, 'GPUs per node.',
 _TASKS = flags.DEFINE_enum('tasks', 'gpu', ['gpu', 'node'],
                            'One process per GPU or per node.')
 _PORT = flags.DEFINE_integer('port', 12355, 'Coordinator port on the first '
-                             'node.')
+                             'node.', lower_bound=1, upper_bound=65535)
 _TIME = flags.DEFINE_string('time', '04:00:00', 'sbatch --time.')
 _PARTITION = flags.DEFINE_string('partition', None, 'sbatch --partition.')
 _ACCOUNT = flags.DEFINE_string('account', None, 'sbatch --account.')
@@ -54,6 +57,19 @@ _DRY_RUN = flags.DEFINE_bool('dry_run', False,
                              'Print the script and the sbatch command only.')
 
 
+def _sbatch_quote(value: str) -> str:
+  """`value` in double quotes if it has spaces (sbatch reads #SBATCH lines
+  word by word, honouring double quotes).
+
+  >>> _sbatch_quote('/my runs/x')
+  '"/my runs/x"'
+  """
+  if '"' in value:
+    raise ValueError(f'{value!r}: a double quote cannot be written in an '
+                     '#SBATCH line; pick a workdir without one.')
+  return f'"{value}"' if re.search(r'\s', value) else value
+
+
 def sbatch_script(*, experiment: str, workdir: str, nodes: int,
                   gpus_per_node: int, tasks: str, port: int, time: str,
                   partition: str, account: str, job_name: str, repo: str,
@@ -68,7 +84,7 @@ def sbatch_script(*, experiment: str, workdir: str, nodes: int,
            f'#SBATCH --gpus-per-node={gpus_per_node}',
            f'#SBATCH --cpus-per-task={8 if per_gpu else 8 * gpus_per_node}',
            f'#SBATCH --time={time}',
-           f'#SBATCH --output={workdir}/slurm-%j.out']
+           f'#SBATCH --output={_sbatch_quote(workdir + "/slurm-%j.out")}']
   if partition:
     lines.append(f'#SBATCH --partition={partition}')
   if account:
@@ -102,12 +118,18 @@ def sbatch_script(*, experiment: str, workdir: str, nodes: int,
 def main(argv):
   extra = argv[1:]
   workdir = os.path.abspath(_WORKDIR.value)
-  text = sbatch_script(
-      experiment=_EXPERIMENT.value, workdir=workdir, nodes=_NODES.value,
-      gpus_per_node=_GPUS.value, tasks=_TASKS.value, port=_PORT.value,
-      time=_TIME.value, partition=_PARTITION.value, account=_ACCOUNT.value,
-      job_name=_JOB_NAME.value, repo=_REPO.value, python=_PYTHON.value,
-      extra=extra)
+  try:
+    checks.experiment(_EXPERIMENT.value)
+    checks.slurm_time(_TIME.value)
+    checks.config_files(extra)
+    text = sbatch_script(
+        experiment=_EXPERIMENT.value, workdir=workdir, nodes=_NODES.value,
+        gpus_per_node=_GPUS.value, tasks=_TASKS.value, port=_PORT.value,
+        time=_TIME.value, partition=_PARTITION.value, account=_ACCOUNT.value,
+        job_name=_JOB_NAME.value, repo=_REPO.value, python=_PYTHON.value,
+        extra=extra)
+  except ValueError as e:
+    raise app.UsageError(str(e))
   script = _SCRIPT.value or os.path.join(workdir, 'launch.sbatch')
   submit = ['sbatch', script]
   if _DRY_RUN.value:

@@ -15,8 +15,11 @@ Steps (--steps, in this order; default create,copy,install,run):
   run      `tpu-vm ssh --worker=all`: python -m experiments.<name>.main
            --distributed=auto (jax.distributed.initialize() reads the slice's
            hosts from the TPU metadata) for each config of --configs, in
-           order (a sweep), each in <workdir>/<config file stem>; flags after
-           `--` go to every run
+           order (a sweep), each under its own experiment's main (a config
+           in experiments/<name>/configs/ runs experiments.<name>.main) and
+           in <workdir>/<config file stem> (<workdir>/<experiment>/<stem>
+           when the sweep spans several experiments); flags after `--` go
+           to every run
   delete   gcloud compute tpus tpu-vm delete NAME --quiet (teardown; run it
            alone: --steps=delete)
 
@@ -35,6 +38,8 @@ from typing import List, Sequence
 from absl import app
 from absl import flags
 
+import checks  # launch/checks.py
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = ('create', 'copy', 'install', 'run', 'delete')
 
@@ -48,8 +53,10 @@ _ACCELERATOR = flags.DEFINE_string('accelerator_type', 'v4-32',
 _VERSION = flags.DEFINE_string('version', 'tpu-ubuntu2204-base',
                                'TPU VM software version.')
 _SPOT = flags.DEFINE_bool('spot', False, 'Create a Spot TPU.')
-_EXPERIMENT = flags.DEFINE_string('experiment', 'real_vs_random',
-                                  'Folder under experiments/ (its main.py).')
+_EXPERIMENT = flags.DEFINE_string(
+    'experiment', 'real_vs_random', 'Folder under experiments/ (its main.py) '
+    'for configs outside experiments/<name>/configs/; a config inside one '
+    "runs under that experiment's main.")
 _CONFIGS = flags.DEFINE_list(
     'configs', ['experiments/real_vs_random/configs/default.py'],
     'Config files (relative to the repository) run one after another.')
@@ -75,14 +82,64 @@ def _ssh_all(name, zone, project, command: str) -> List[str]:
                                                 f'--command={command}']
 
 
+def experiment_of(config: str, default: str) -> str:
+  """The experiment whose main runs `config`: <name> for a file under
+  experiments/<name>/configs/, else `default`.
+
+  >>> experiment_of('experiments/noisy_labels/configs/tiny.py', 'x')
+  'noisy_labels'
+  """
+  parts = os.path.normpath(config).split(os.sep)
+  if len(parts) >= 4 and parts[-4] == 'experiments' and parts[-2] == 'configs':
+    return parts[-3]
+  return default
+
+
+def run_dirs(workdir: str, experiments: Sequence[str],
+             configs: Sequence[str]) -> List[str]:
+  """Each config's workdir: <workdir>/<stem>, or <workdir>/<experiment>/<stem>
+  when the sweep spans several experiments (their default.py would collide).
+
+  >>> run_dirs('/w', ['a', 'b'], ['x/default.py', 'y/default.py'])
+  ['/w/a/default', '/w/b/default']
+  """
+  stems = [os.path.splitext(os.path.basename(c))[0] for c in configs]
+  several = len(set(experiments)) > 1
+  dirs = [os.path.join(workdir, e, s) if several else os.path.join(workdir, s)
+          for e, s in zip(experiments, stems)]
+  repeated = sorted({d for d in dirs if dirs.count(d) > 1})
+  if repeated:
+    raise ValueError(f'--configs: two configs would share the workdir(s) '
+                     f'{repeated} (same file name); rename one or run them '
+                     'with separate --workdir.')
+  return dirs
+
+
+def check(*, accelerator_type: str, experiment: str, configs: Sequence[str],
+          steps: Sequence[str], extra: Sequence[str]) -> None:
+  """ValueError naming the first bad flag (nothing printed or run)."""
+  unknown = [s for s in steps if s not in STEPS]
+  if unknown or not steps:
+    raise ValueError(f'--steps: got {list(steps)}; pass one or more of '
+                     f'{STEPS}, comma-separated.')
+  if 'create' in steps:
+    checks.tpu_accelerator_type(accelerator_type)
+  if 'run' in steps:
+    if not configs:
+      raise ValueError('--configs: empty; pass the config files to run.')
+    for config in configs:
+      checks.experiment(experiment_of(config, experiment))
+      checks.config_files([f'--config={config}'])
+    checks.config_files(extra)
+
+
 def plan(*, name: str, zone: str, project: str, accelerator_type: str,
          version: str, spot: bool, experiment: str, configs: Sequence[str],
          workdir: str, remote_dir: str, steps: Sequence[str],
          extra: Sequence[str]) -> List[List[str]]:
   """The commands (argv lists) of the chosen steps, in order."""
-  unknown = [s for s in steps if s not in STEPS]
-  if unknown:
-    raise ValueError(f'--steps: got {unknown}; pass some of {STEPS}.')
+  check(accelerator_type=accelerator_type, experiment=experiment,
+        configs=configs, steps=steps, extra=extra)
   cmds = []
   if 'create' in steps:
     cmds.append(_gcloud('create', name, zone, project) + [
@@ -105,11 +162,11 @@ def plan(*, name: str, zone: str, project: str, accelerator_type: str,
         f"cd ~/{remote_dir} && python3 -m pip install -U 'jax[tpu]' && "
         "python3 -m pip install -e '.[experiments]'"))
   if 'run' in steps:
-    for config in configs:
-      stem = os.path.splitext(os.path.basename(config))[0]
-      args = ['python3', '-m', f'experiments.{experiment}.main',
-              f'--config={config}',
-              f'--workdir={os.path.join(workdir, stem)}',
+    names = [experiment_of(c, experiment) for c in configs]
+    for config, name_, run_dir in zip(configs, names,
+                                      run_dirs(workdir, names, configs)):
+      args = ['python3', '-m', f'experiments.{name_}.main',
+              f'--config={config}', f'--workdir={run_dir}',
               '--distributed=auto', *extra]
       cmds.append(_ssh_all(name, zone, project, f'cd ~/{remote_dir} && '
                            + ' '.join(shlex.quote(a) for a in args)))

@@ -37,8 +37,8 @@ def test_local_dry_run_prints_the_command():
   assert out.returncode == 0, out.stderr
   words = out.stdout.split()
   assert words[1:] == ['-m', 'experiments.real_vs_random.main',
-                       '--workdir=/tmp/w', '--config.mesh.data=-1',
-                       f'--config={TINY}']
+                       '--workdir=/tmp/w', f'--config={TINY}',
+                       '--config.mesh.data=-1']
   bad = _run(['bash', 'launch/local.sh', '--dry_run', 'nope', '/tmp/w'])
   assert bad.returncode == 2 and 'real_vs_random' in bad.stderr
 

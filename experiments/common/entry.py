@@ -1,13 +1,21 @@
 """The absl entry every experiment's main.py shares: --config, --workdir.
 
+The run holds its workdir (`workdir_lock`; in a multi-process run process 0
+holds it) from the start to its exit, so a second run on the same workdir is
+refused at once. Failures of the file system under the run (a full disk, a
+read-only mount, a workdir that is a file) end it with one line naming the
+path, the cause and the fix instead of the library tracebacks above them.
+
 Example (an experiment's main.py):
   >>> main = entry.define(__file__, train.train_and_evaluate)
   >>> if __name__ == '__main__':
   ...   app.run(main)
 """
 
+import errno
 import os
-from typing import Any, Callable
+import sys
+from typing import Any, Callable, Optional
 
 from absl import app
 from absl import flags
@@ -16,6 +24,66 @@ from ml_collections import config_flags
 from experiments.common import compile_cache
 from experiments.common import distributed
 from experiments.common import progress
+from experiments.common import workdir_lock
+
+# The causes a user fixes outside the program, with the fix.
+_FILE_SYSTEM_FIXES = {
+    errno.ENOSPC: 'free space there, or pass a --workdir on another disk',
+    errno.EDQUOT: 'free space in your quota, or pass another --workdir',
+    errno.EROFS: 'pass a --workdir on a writable file system',
+    errno.EACCES: 'pass a --workdir you can write (or fix its permissions)',
+    errno.EPERM: 'pass a --workdir you can write (or fix its permissions)',
+}
+
+
+def file_system_cause(error: BaseException) -> Optional[OSError]:
+  """The first OSError with a user-fixable errno (`_FILE_SYSTEM_FIXES`) in
+  `error`'s chain (__cause__ / __context__; orbax wraps them), or None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in _FILE_SYSTEM_FIXES:
+      return error
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def describe_file_system_error(error: OSError, workdir: str) -> str:
+  """One line: the path, the cause and the fix.
+
+  >>> describe_file_system_error(OSError(28, 'No space left on device',
+  ...                                    '/w/x'), '/w')
+  'error: /w/x: No space left on device (ENOSPC) while running in --workdir=/w; free space there, or pass a --workdir on another disk.'
+  """
+  path = error.filename or workdir
+  return (f'error: {path}: {error.strerror} ({errno.errorcode[error.errno]}) '
+          f'while running in --workdir={workdir}; '
+          f'{_FILE_SYSTEM_FIXES[error.errno]}.')
+
+
+def run(train_and_evaluate: Callable[[Any, str], Any], config: Any,
+        workdir: str, cache_dir: Optional[str] = None) -> None:
+  """`train_and_evaluate(config, workdir)` holding the workdir; SystemExit
+  with one line for a busy or unusable workdir or a file-system failure.
+
+  >>> run(train.train_and_evaluate, config, '/tmp/rvr')
+  """
+  held = None
+  try:
+    if distributed.is_writer():
+      held = workdir_lock.acquire(workdir)  # the kernel drops it at exit
+    compile_cache.enable(cache_dir, workdir)
+    train_and_evaluate(config, workdir)
+  except (workdir_lock.WorkdirBusyError, workdir_lock.WorkdirError) as e:
+    sys.exit(f'error: {e}')
+  except Exception as e:  # pylint: disable=broad-except
+    cause = file_system_cause(e)
+    if cause is None:
+      raise
+    sys.exit(describe_file_system_error(cause, workdir))
+  finally:
+    if held is not None:
+      held.release()
 
 
 def define(main_file: str,
@@ -44,7 +112,6 @@ def define(main_file: str,
       raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     progress.quiet_library_logs()  # progress at INFO, orbax's INFO dropped
     distributed.initialize_from_flags()  # before any JAX computation
-    compile_cache.enable(cache_dir.value, workdir.value)
-    train_and_evaluate(config.value, workdir.value)
+    run(train_and_evaluate, config.value, workdir.value, cache_dir.value)
 
   return main

@@ -7,8 +7,10 @@ Partial sums from micro-batches, devices and hosts merge by addition.
 α is scale-invariant, but float32 squares are not: ‖g‖² overflows for
 ‖g‖ ≳ 1e19 and underflows for ‖g‖ ≲ 1e-19. So Q is stored in units of
 `scale²`, where `scale` is a power of two above the largest |entry| seen
-(exact rescaling); merging brings both sides to the larger scale first. α,
-m-coherence and the report then hold for gradients from 1e-30 to 1e30.
+(exact rescaling); merging brings both sides to the larger scale first. Empty
+statistics (and those of all-zero gradients) have scale 0, so they are an
+exact identity of merge. α, m-coherence and the report then hold for
+gradients from 1e-30 to 1e30.
 
 Example (3 examples of a one-leaf model; S = (2, 2), Q = 1 + 1 + 2):
   >>> g = {'w': jnp.array([[1., 0.], [0., 1.], [1., 1.]])}
@@ -31,6 +33,7 @@ import numpy as np
 
 from coherence_jax import reductions
 from coherence_jax._tree import PyTree
+from coherence_jax._tree import leaves_by_path
 from coherence_jax._tree import path_str
 
 
@@ -46,7 +49,9 @@ class CoherenceStats:
     sum_sq_norms: per param leaf, Σ_i ‖g_i^leaf‖² / scale² (float32 scalars).
     count: m, the number of examples (int32).
     scale: a power of two; `sum_sq_norms` are in units of scale² (see the
-      module docstring). `sq_norms()` gives Q per leaf in plain units.
+      module docstring). `sq_norms()` gives Q per leaf in plain units. 0 for
+      statistics without a nonzero gradient (`zeros`, all-zero gradients):
+      merge treats them as empty, whatever the other side's scale.
 
   Conventions: with count 0 every ratio is nan; with count 1, `m_coherence()`
   is 1 (a gradient is fully aligned with itself; nan if it is zero) and
@@ -79,20 +84,23 @@ class CoherenceStats:
       params: the model's params (only their structure and shapes are used).
 
     Returns:
-      Statistics of zero examples: S = 0, Q = 0, count 0, scale 1. The
-      identity of `merge`.
+      Statistics of zero examples: S = 0, Q = 0, count 0, scale 0. An exact
+      identity of `merge` at every scale: `zeros(p).merge(x)` equals `x`.
 
     Example:
       >>> empty = CoherenceStats.zeros({'w': jnp.ones((2, 3))})
-      >>> int(empty.count), float(empty.alpha())
-      (0, nan)
+      >>> int(empty.count), float(empty.alpha()), float(empty.scale)
+      (0, nan, 0.0)
+      >>> tiny = CoherenceStats.from_grads({'w': 1e-20 * jnp.ones((2, 2, 3))})
+      >>> float(empty.merge(tiny).m_coherence())
+      2.0
     """
     return cls(
         sum_grads=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32),
                                params),
         sum_sq_norms=jax.tree.map(lambda p: jnp.zeros((), jnp.float32), params),
         count=jnp.zeros((), jnp.int32),
-        scale=jnp.ones((), jnp.float32))
+        scale=jnp.zeros((), jnp.float32))
 
   @classmethod
   def from_grads(cls, grads: PyTree) -> 'CoherenceStats':
@@ -104,7 +112,7 @@ class CoherenceStats:
 
     Returns:
       The statistics of the B examples, Q in units of the power of two above
-      the largest |entry|.
+      the largest |entry| (scale 0 when every entry is 0).
 
     Raises:
       ValueError: an empty pytree, a scalar leaf, or leaves whose leading
@@ -133,40 +141,62 @@ class CoherenceStats:
           f'grads: leading (example) sizes differ or are missing {sizes}; '
           'pass per-example gradients, every leaf [B, *param.shape].')
     grads = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), grads)
-    scale = power_of_two_above(max_abs(grads))
+    largest = max_abs(grads)
+    unit = power_of_two_above(largest)
     return cls(
         sum_grads=jax.tree.map(reductions.sum_over_examples, grads),
         sum_sq_norms=jax.tree.map(
-            lambda g: reductions.total_sq_norm(g / scale), grads),
+            lambda g: reductions.total_sq_norm(g / unit), grads),
         count=jnp.asarray(next(iter(sizes.values())), jnp.int32),
-        scale=scale)
+        scale=jnp.where(largest == 0, jnp.float32(0), unit))
 
   @classmethod
-  def from_sums(cls, sum_grads: PyTree, sq_norms: PyTree,
-                count) -> 'CoherenceStats':
-    """Statistics from S and per-leaf Q in plain units (scale 1).
+  def from_sums(cls, sum_grads: PyTree, sq_norms: PyTree, count,
+                scale=None) -> 'CoherenceStats':
+    """Statistics from S and per-leaf Q.
 
     Args:
-      sum_grads: S = Σ g_i, params-shaped.
-      sq_norms: per param leaf, Σ_i ‖g_i^leaf‖² (scalars).
+      sum_grads: S = Σ g_i, params-shaped, in plain units.
+      sq_norms: per param leaf, Σ_i ‖g_i^leaf‖² (scalars): in plain units
+        when `scale` is None, else in units of `scale`².
       count: m, the number of examples.
+      scale: None (plain units, scale 1), or a power of two u (a positive
+        float32 scalar, e.g. `power_of_two_above` of the largest |entry|;
+        0 for statistics without a nonzero gradient): `sq_norms` are
+        Σ_i ‖g_i^leaf / u‖², computed from rescaled gradients so that they
+        neither overflow nor underflow float32. The statistics then merge
+        with any others at any scale.
 
     Returns:
       The statistics, every field cast to float32 (count to int32).
+
+    Raises:
+      ValueError: a concrete `scale` that is negative, not finite, or not a
+        power of two (a traced one is not checked).
 
     Example:
       >>> stats = CoherenceStats.from_sums(
       ...     {'w': jnp.array([2., 2.])}, {'w': 4.}, 3)
       >>> float(stats.m_coherence())
       2.0
+      >>> tiny = CoherenceStats.from_sums(   # Q = 4e-60: no float32
+      ...     {'w': jnp.array([2e-30, 2e-30])}, {'w': 4e-60 / 2.**-198}, 3,
+      ...     scale=2.**-99)
+      >>> round(float(tiny.m_coherence()), 4)
+      2.0
     """
+    if scale is None:
+      scale = jnp.ones((), jnp.float32)
+    else:
+      _check_scale(scale)
+      scale = jnp.asarray(scale, jnp.float32)
     return cls(
         sum_grads=jax.tree.map(lambda s: jnp.asarray(s, jnp.float32),
                                sum_grads),
         sum_sq_norms=jax.tree.map(lambda q: jnp.asarray(q, jnp.float32),
                                   sq_norms),
         count=jnp.asarray(count, jnp.int32),
-        scale=jnp.ones((), jnp.float32))
+        scale=scale)
 
   def rescaled(self, scale: jax.Array) -> 'CoherenceStats':
     """The same statistics with Q in units of `scale`² (scale >= self.scale).
@@ -184,7 +214,11 @@ class CoherenceStats:
       >>> float(wide.sum_sq_norms['w']), float(wide.sq_norms()['w'])
       (0.25, 4.0)
     """
-    ratio = self.scale / scale
+    # Equal scales (0 and 0 included) keep Q exactly; a smaller side's Q
+    # shrinks by ratio², underflowing only where it is below float32 rounding
+    # of the larger side's (whose Q / scale² is >= 1/4).
+    ratio = jnp.where(self.scale == scale, jnp.float32(1),
+                      self.scale / jnp.where(scale > 0, scale, 1))
     return dataclasses.replace(
         self, sum_sq_norms=jax.tree.map(lambda q: q * ratio * ratio,
                                         self.sum_sq_norms), scale=scale)
@@ -200,6 +234,10 @@ class CoherenceStats:
     Returns:
       The merged statistics (count = self.count + other.count).
 
+    Raises:
+      ValueError: `other` is no `CoherenceStats`, or a leaf is missing on one
+        side or has another shape there (named by path).
+
     Example:
       >>> a = CoherenceStats.from_grads({'w': jnp.array([[1., 0.], [0., 1.]])})
       >>> b = CoherenceStats.from_grads({'w': jnp.array([[4., 4.]])})
@@ -208,7 +246,11 @@ class CoherenceStats:
       (3, 1.4706)
       >>> float(CoherenceStats.zeros({'w': jnp.ones(2)}).merge(a).m_coherence())
       1.0
+      >>> a.merge(CoherenceStats.zeros({'w': jnp.ones(3)}))
+      Traceback (most recent call last):
+      ValueError: CoherenceStats.merge: leaf 'w' has shape (2,) here and (3,) ...
     """
+    _check_same_structure(self, other)
     scale = jnp.maximum(self.scale, other.scale)
     a, b = self.rescaled(scale), other.rescaled(scale)
     return CoherenceStats(
@@ -278,8 +320,9 @@ class CoherenceStats:
           'are stacked statistics (e.g. returned by jax.vmap or pmap); compute '
           'the ratios inside the mapped function, or take one entry first '
           '(jax.tree.map(lambda x: x[i], stats)).')
+    unit = jnp.where(self.scale > 0, self.scale, 1)   # scale 0: S = 0
     s2 = reductions.tree_sq_norm(
-        jax.tree.map(lambda s: s / self.scale, self.sum_grads))
+        jax.tree.map(lambda s: s / unit, self.sum_grads))
     q = sum(jax.tree.leaves(self.sum_sq_norms))
     return s2, q, self.count.astype(jnp.float32)
 
@@ -367,7 +410,7 @@ class CoherenceStats:
       ({'alpha': 1.0, 'm_coherence': 2.0, 'share': 0.5}, 1.0)
     """
     m = int(jax.device_get(self.count))
-    scale = float(jax.device_get(self.scale))
+    scale = float(jax.device_get(self.scale)) or 1.0   # scale 0: S = 0
     s_leaves = jax.tree_util.tree_leaves_with_path(self.sum_grads)
     q_leaves = jax.tree.leaves(self.sum_sq_norms)
     per_leaf = {}
@@ -389,6 +432,59 @@ class CoherenceStats:
     out['modules'] = {k: _entry(s2, q, q_total, m)
                       for k, (s2, q) in modules.items()}
     return out
+
+
+def _check_scale(scale) -> None:
+  """A concrete `scale` must be 0 or a positive finite power of two."""
+  if isinstance(scale, jax.core.Tracer):
+    return
+  value = np.asarray(scale, np.float64)
+  if (value.shape != () or not np.isfinite(value) or value < 0
+      or (value > 0 and np.frexp(value)[0] != 0.5)):
+    raise ValueError(
+        f'scale: got {scale!r}; pass a power of two (a float32 scalar, e.g. '
+        'power_of_two_above(max |entry|)) in whose square units sq_norms are '
+        'given, or None for plain units.')
+
+
+def _check_same_structure(a, b) -> None:
+  """Raises a ValueError naming the first leaf where `a` and `b` differ."""
+  if not isinstance(b, CoherenceStats):
+    raise ValueError(
+        f'CoherenceStats.merge: other is a {type(b).__name__}, not '
+        'CoherenceStats; build it with CoherenceStats.from_grads / from_sums '
+        '/ zeros.')
+  for field in ('sum_grads', 'sum_sq_norms'):
+    mine = leaves_by_path(getattr(a, field))
+    theirs = leaves_by_path(getattr(b, field))
+    for where, one, two in (('self', mine, theirs), ('other', theirs, mine)):
+      for path in one:
+        if path not in two:
+          raise ValueError(
+              f'CoherenceStats.merge: leaf {path_str(path)!r} is in {where} '
+              f'but not in {"other" if where == "self" else "self"}; merge '
+              'statistics of the same params (same pytree paths).')
+    for path, leaf in mine.items():
+      here, there = jnp.shape(leaf), jnp.shape(theirs[path])
+      if here != there:
+        raise ValueError(
+            f'CoherenceStats.merge: leaf {path_str(path)!r} has shape {here} '
+            f'here and {there} in other ({field}); merge statistics of the '
+            'same params (same shapes).')
+    kinds = jax.tree.structure(getattr(a, field)), jax.tree.structure(
+        getattr(b, field))
+    if kinds[0] != kinds[1]:
+      raise ValueError(
+          f'CoherenceStats.merge: the same leaf paths in other containers '
+          f'({field}: {kinds[0]} here, {kinds[1]} in other); merge statistics '
+          'built from the same params pytree.')
+  for name in ('count', 'scale'):
+    here, there = jnp.shape(getattr(a, name)), jnp.shape(getattr(b, name))
+    if here != there:
+      raise ValueError(
+          f'CoherenceStats.merge: {name} has shape {here} here and {there} in '
+          'other; stacked statistics (from jax.vmap / pmap) merge only with '
+          'statistics stacked the same way.')
 
 
 def max_abs(tree: PyTree) -> jax.Array:

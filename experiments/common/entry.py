@@ -9,16 +9,18 @@ path, the cause and the fix instead of the library tracebacks above them.
 Example (an experiment's main.py):
   >>> main = entry.define(__file__, train.train_and_evaluate)
   >>> if __name__ == '__main__':
-  ...   app.run(main)
+  ...   app.run(main, flags_parser=entry.parse_flags)
 """
 
 import errno
+import importlib.util
 import os
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional, Sequence
 
 from absl import app
 from absl import flags
+import ml_collections
 from ml_collections import config_flags
 
 from experiments.common import compile_cache
@@ -86,16 +88,81 @@ def run(train_and_evaluate: Callable[[Any, str], Any], config: Any,
       held.release()
 
 
+def unknown_field(config: Any, argv: Sequence[str]) -> Optional[str]:
+  """One line for the first `--config.<path>` of argv that `config` lacks,
+  listing the valid fields where it stops; None if every path exists.
+
+  >>> unknown_field(ml_collections.ConfigDict({'train': {'lr': 1}}),
+  ...               ['--config.train.foo=1'])
+  "--config.train.foo: the config has no field 'foo' in 'train'; valid: lr."
+  """
+  for arg in argv:
+    if not arg.startswith('--config.'):
+      continue
+    path = arg[len('--config.'):].split('=')[0]
+    node, walked = config, []
+    for key in path.split('.'):
+      if not hasattr(node, 'keys') or key not in node.keys():
+        where = '.'.join(walked) or 'the config'
+        valid = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else (
+            f'none ({where} is a {type(node).__name__}, not a group)')
+        return (f'--config.{path}: the config has no field {key!r} in '
+                f'{where!r}; valid: {valid}.' if walked else
+                f'--config.{path}: the config has no field {key!r}; valid: '
+                f'{valid}.')
+      node, walked = node[key], walked + [key]
+  return None
+
+
+def parse_flags(argv: Sequence[str]) -> List[str]:
+  """absl's flag parsing, with a config field that does not exist
+  (`--config.train.foo=1`: ml_collections raises AttributeError/KeyError)
+  named in one line with the valid fields. Pass it to
+  `app.run(main, flags_parser=entry.parse_flags)`."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    _exit_unknown_field(e, argv[1:], flags.FLAGS['config'].default)
+
+
+def _exit_unknown_field(error: Exception, args: Sequence[str],
+                        default: Any) -> None:
+  try:
+    message = unknown_field(_config_of(args, default), args)
+  except Exception:  # pylint: disable=broad-except
+    message = None  # the config file itself does not load: say what we can
+  sys.exit(f'error: {message or f"a --config.<field> override failed: {error}"}')
+
+
+def _config_of(args: Sequence[str], default: Any) -> Any:
+  """The config that `--config=FILE[:arg]` in args (else --config's default)
+  names, loaded as ml_collections does."""
+  path = next((a[len('--config='):] for a in args
+               if a.startswith('--config=')), None)
+  if path is None:
+    if not isinstance(default, str):
+      return default
+    path = default
+  path, _, arg = path.partition(':')
+  spec = importlib.util.spec_from_file_location('_config_for_errors', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
 def define(main_file: str,
            train_and_evaluate: Callable[[Any, str], Any]
            ) -> Callable[[Any], None]:
   """Defines --config (default configs/default.py next to `main_file`),
   --workdir, --compilation_cache_dir and the process flags; returns absl's
   `main(argv)`."""
-  config = config_flags.DEFINE_config_file(
-      'config', os.path.join(os.path.dirname(main_file), 'configs',
-                             'default.py'),
-      'Experiment config file; override fields with --config.<field>=value.')
+  default = os.path.join(os.path.dirname(main_file), 'configs', 'default.py')
+  try:  # ml_collections applies sys.argv's overrides to the default here
+    config = config_flags.DEFINE_config_file(
+        'config', default, 'Experiment config file; override fields with '
+        '--config.<field>=value.')
+  except (AttributeError, KeyError) as e:
+    _exit_unknown_field(e, sys.argv[1:], default)
   workdir = flags.DEFINE_string('workdir', None, 'Output directory.',
                                 required=True)
   cache_dir = flags.DEFINE_string(

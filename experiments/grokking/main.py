@@ -17,4 +17,4 @@ from experiments.grokking import train
 main = entry.define(__file__, train.train_and_evaluate)
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=entry.parse_flags)

@@ -22,4 +22,4 @@ from experiments.noisy_labels import train
 main = entry.define(__file__, train.train_and_evaluate)
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=entry.parse_flags)

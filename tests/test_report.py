@@ -92,3 +92,21 @@ def test_noisy_labels_workdirs_get_a_table_across_noise_levels(tmp_path):
   text = open(paths[-1]).read()
   assert '| mean | 0.200 / 0.850 / 0.850 | 0.600 / 0.850 / 0.850 |' in text
   assert '[p = 0.25](p0.25/report.md)' in text
+
+
+@pytest.mark.parametrize('steps', [(0, 30, 30, 60), (0, 60, 30)])
+def test_a_damaged_metrics_file_is_refused(tmp_path, steps):
+  """Rows repeated or out of order (two runs on one workdir) are not
+  reported from (issue 20)."""
+  rows = [{'step': s, 'train_accuracy': 0.5, 'pristine_accuracy': 0.9,
+           'corrupt_accuracy': 0.1, 'test_accuracy': 0.5, 'seconds': 1.0}
+          for s in steps]
+  median = _workdir(
+      str(tmp_path / 'median'),
+      {**BASE, 'experiment': 'noisy_median', 'aggregators': ['m3'],
+       'noise': {'kind': 'uniform', 'p': 0.5, 'seed': 1}},
+      {'m3': rows}, {'corruption.json': {'kind': 'uniform', 'p': 0.5,
+                                         'corrupt_fraction': 0.45}})
+  with pytest.raises(ValueError, match='m3/metrics.jsonl: damaged metrics: '
+                     r'steps not strictly increasing at \[30\]'):
+    report.write([median])

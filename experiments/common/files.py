@@ -76,7 +76,29 @@ def read_rows(path: str) -> List[Row]:
       raise ValueError(f'{path}:{number}: not a JSON row ({e}); the metrics '
                        'file is corrupt: delete the run directory to start '
                        'over.') from None
+  check_steps(path, rows)
   return rows
+
+
+def check_steps(path: str, rows: List[Row]) -> None:
+  """ValueError if the rows' 'step's are not strictly increasing (rows
+  repeated or out of order: two runs wrote the file at once).
+
+  >>> check_steps('m.jsonl', [{'step': 0}, {'step': 4}, {'step': 4}])
+  Traceback (most recent call last):
+  ...
+  ValueError: m.jsonl: damaged metrics: ...
+  """
+  steps = [r['step'] for r in rows if isinstance(r, dict) and 'step' in r]
+  bad = sorted({b for a, b in zip(steps, steps[1:]) if b <= a})
+  if bad:
+    repeated = sorted({s for s in steps if steps.count(s) > 1})
+    raise ValueError(
+        f'{path}: damaged metrics: steps not strictly increasing at '
+        f'{bad[:10]}{" ..." if len(bad) > 10 else ""} (repeated: '
+        f'{repeated[:10]}); two runs wrote this run directory at once. '
+        'Its numbers cannot be trusted: delete the run directory and run it '
+        'again.')
 
 
 def append_row(path: str, row: Row) -> None:

@@ -68,6 +68,56 @@ def test_after_momentum_is_rejected():
     tx.update(plain, tx.init(params), params)
 
 
+STATEFUL_BEFORE = {
+    'sgd_momentum': lambda: optax.sgd(0.1, momentum=0.9),
+    'adam': lambda: optax.adam(1e-3),
+    'trace': lambda: optax.trace(0.9),
+    'ema': lambda: optax.ema(0.9),
+}
+
+
+@pytest.mark.parametrize('before', sorted(STATEFUL_BEFORE))
+@pytest.mark.parametrize('jit', [False, True])
+def test_after_a_stateful_transform_per_example_grads_are_rejected(before,
+                                                                   jit):
+  # Issue 20 item 2. Before: accepted; the momentum trace took the [B, ...]
+  # shape and the updates were wrong from step 2 on.
+  params, grads = params_and_grads()
+  tx = optax.chain(STATEFUL_BEFORE[before](), aggregators.winsorized_mean(1))
+  update = jax.jit(tx.update) if jit else tx.update
+  with pytest.raises(ValueError, match=r'winsorized_mean.*after transform 0 '
+                     r'of optax.chain.*keeps state shaped like the params.*'
+                     'must be FIRST in optax.chain'):
+    update(grads, tx.init(params), params)
+
+
+def test_after_momentum_in_a_nested_or_named_chain_is_rejected():
+  params, grads = params_and_grads()
+  nested = optax.chain(optax.sgd(0.1, momentum=0.9),
+                       optax.chain(aggregators.trimmed_mean(1), optax.sgd(1.)))
+  named = optax.named_chain(('momentum', optax.trace(0.9)),
+                            ('agg', aggregators.coordinate_median()))
+  for tx in (nested, named):
+    with pytest.raises(ValueError, match='keeps state shaped like the params'):
+      tx.update(grads, tx.init(params), params)
+
+
+def test_after_stateless_or_scalar_state_transforms_is_accepted():
+  # Scaling (even by a schedule, whose state is a scalar count) and weight
+  # decay keep no per-param state: the aggregator after them is fine.
+  params, grads = params_and_grads()
+  tx = optax.chain(optax.scale_by_schedule(lambda n: 1.0),
+                   optax.add_decayed_weights(0.0), optax.identity(),
+                   aggregators.winsorized_mean(0),
+                   optax.sgd(1.0, momentum=0.9))
+  out, _ = tx.update(grads, tx.init(params), params)
+  for k in params:
+    # A mean of 9 float32 values, scaled by -1 (exact): 9 ε relative.
+    np.testing.assert_allclose(out[k], -np.mean(np.asarray(grads[k],
+                                                           np.float64), 0),
+                               rtol=RTOL, atol=ATOL)
+
+
 def test_extra_and_missing_keys_are_named_by_path():
   params, grads = params_and_grads()
   tx = aggregators.winsorized_mean(1)

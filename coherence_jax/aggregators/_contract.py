@@ -159,6 +159,62 @@ def check_not_under_apply_if_finite(name: str) -> None:
     frame = frame.f_back
 
 
+def _chain_frames(start):
+  """(kind, earlier states) of every optax chain that is running `start`.
+
+  `optax.chain` and `optax.named_chain` call their transforms in order from
+  one `update_fn` frame; while transform i runs, that frame holds the i
+  states already updated (`new_state`) and all old states (`state`).
+  """
+  frame = start
+  for _ in range(64):
+    if frame is None:
+      return
+    code = frame.f_code
+    if (code.co_name == 'update_fn' and 'optax' in code.co_filename
+        and code.co_filename.endswith('_combining.py')):
+      local = frame.f_locals
+      done, state = local.get('new_state'), local.get('state')
+      if isinstance(done, list) and isinstance(state, (tuple, list)):
+        yield 'optax.chain', [(str(i), s) for i, s in
+                              enumerate(state[:len(done)])]
+      elif isinstance(done, dict) and isinstance(state, dict):
+        names = [n for n, _ in local.get('transforms', ())][:len(done)]
+        yield 'optax.named_chain', [(repr(n), state[n]) for n in names
+                                    if n in state]
+    frame = frame.f_back
+
+
+def check_first_in_chain(name: str, state: PerExampleAggregateState,
+                         size: int) -> None:
+  """Raises when an earlier transform of the chain keeps per-param state.
+
+  A transform before the aggregator that accumulates updates (the momentum of
+  `optax.sgd(momentum=...)`, `optax.trace`, Adam's moments, `optax.ema`) is
+  fed the per-example updates: its state broadcasts to [B, *param.shape] and
+  the updates are wrong from the second step on. Detected at trace time from
+  the state of the transforms before this one in the running `optax.chain` /
+  `optax.named_chain` (nested chains too): an array leaf shaped like a param
+  (ndim >= 1) or like a per-example update. Stateless transforms and scalar
+  state (a schedule's step count) pass.
+  """
+  shapes = [tuple(s) for s in state.param_shapes.as_dict().values()]
+  suspect = {s for s in shapes if s} | {(size,) + s for s in shapes}
+  for kind, earlier in _chain_frames(sys._getframe(1)):  # pylint: disable=protected-access
+    for position, old_state in earlier:
+      for path, leaf in jax.tree_util.tree_flatten_with_path(old_state)[0]:
+        if tuple(jnp.shape(leaf)) in suspect:
+          raise ValueError(
+              f'{name} comes after transform {position} of {kind}, which '
+              'keeps state shaped like the params (its state'
+              f'{jax.tree_util.keystr(path)} has shape '
+              f'{tuple(jnp.shape(leaf))}; e.g. '
+              'the momentum of optax.sgd(momentum=...), optax.trace, Adam): '
+              'fed per-example updates, that state takes their [B, ...] shape '
+              f'and the updates are wrong from step 2 on. Put {name} before '
+              'it. ' + contract(name))
+
+
 def per_example_aggregator(
     name: str, reduce_fn: Callable[[jax.Array], jax.Array],
     check_size: Callable[[int], None], *,
@@ -184,7 +240,9 @@ def per_example_aggregator(
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
     check_not_under_apply_if_finite(name)
-    check_size(check_updates(updates, state, name))
+    size = check_updates(updates, state, name)
+    check_first_in_chain(name, state, size)
+    check_size(size)
     if whole_tree:
       return reduce_fn(updates), state
     return jax.tree.map(reduce_fn, updates, is_leaf=order_stats.is_lazy), state

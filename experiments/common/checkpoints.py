@@ -12,7 +12,7 @@ Example:
 """
 
 import os
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from absl import logging
 import jax
@@ -26,10 +26,33 @@ def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(directory, options=options)
 
 
-def save(mgr: ocp.CheckpointManager, step: int, state: Any) -> None:
-  """Saves `state` (a pytree of arrays) as `step` and waits until it is on disk."""
-  mgr.save(step, args=ocp.args.StandardSave(state))
+def save(mgr: ocp.CheckpointManager, step: int, state: Any,
+         metadata: Optional[Dict[str, Any]] = None) -> None:
+  """Saves `state` (a pytree of arrays) as `step` and waits until it is on
+  disk; `metadata` (JSON-able) goes into the step's orbax custom metadata."""
+  mgr.save(step, args=ocp.args.StandardSave(state),
+           custom_metadata=metadata or {})
   mgr.wait_until_finished()
+
+
+def saved_metadata(directory: str) -> Tuple[Optional[int], Dict[str, Any]]:
+  """(newest step, its custom metadata) of the checkpoints in `directory`;
+  (None, {}) if there are none.
+
+  >>> saved_metadata('/tmp/run/checkpoints')
+  (8, {'config': {...}})
+  """
+  mgr = ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    for step in sorted(mgr.all_steps(), reverse=True):
+      try:
+        return step, dict(mgr.metadata(step).custom_metadata or {})
+      except Exception:  # pylint: disable=broad-except
+        continue  # an unreadable step: the previous one says as much
+    return None, {}
+  finally:
+    mgr.close()
 
 
 def restore_newest(mgr: ocp.CheckpointManager, like: Any,

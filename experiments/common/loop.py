@@ -8,6 +8,16 @@ run across restarts. A step that makes the params non-finite stops the run
 (NonFiniteError naming the step) before anything after it is measured or
 checkpointed.
 
+Rows lost before the resumed checkpoint (metrics.jsonl deleted, a line cut
+out of it) cannot be measured again: a resumed run that finds measurement
+steps before its checkpoint without a row warns, records them in
+`run_dir/missing_rows.json` and `completeness(run_dir)` says so, so the run's
+summary is marked incomplete instead of reporting from part of the rows.
+
+Each checkpoint carries `metadata` (the run's config, see run_config) in
+orbax's per-step custom metadata, so a workdir whose config.json was deleted
+is still checked against the config its checkpoints were made with.
+
 Per-example records (e.g. the step at which each example was learnt) are an
 optional second pytree, updated at the measurement steps and saved in the same
 checkpoints, so a resumed run continues them exactly; the final records are
@@ -30,6 +40,7 @@ from experiments.common import progress as progress_lib
 State = Any
 Row = Dict[str, Any]
 RECORDS = 'records.npz'  # the final per-example records, in the run dir
+MISSING = 'missing_rows.json'  # measurement steps whose rows were lost
 
 
 class NonFiniteError(FloatingPointError):
@@ -47,7 +58,8 @@ def run(run_dir: str, *, state: State, total_steps: int,
         records: Optional[Any] = None,
         update_records: Optional[Callable[[State, Any, int], Any]] = None,
         progress_seconds: float = 10.0,
-        name: str = '') -> List[Row]:
+        name: str = '',
+        metadata: Optional[Dict[str, Any]] = None) -> List[Row]:
   """Runs steps [resumed step, total_steps]; returns every metric row.
 
   Args:
@@ -75,6 +87,8 @@ def run(run_dir: str, *, state: State, total_steps: int,
       step (a resumed run repeats the measurement at its checkpoint's step).
     progress_seconds: log progress (absl INFO) at most this often.
     name: the run's name in the progress lines.
+    metadata: JSON-able facts saved with every checkpoint (orbax custom
+      metadata), e.g. {'config': ...} (`checkpoints.saved_metadata`).
 
   Returns:
     All rows of the run, the resumed ones included.
@@ -105,6 +119,7 @@ def run(run_dir: str, *, state: State, total_steps: int,
       rows = files.truncate_after(metrics_path, start - 1)
     else:
       rows = [r for r in files.read_rows(metrics_path) if r['step'] < start]
+    _note_missing_rows(run_dir, rows, measure_steps, start, writer)
     clock = _Clock(float(saved['elapsed_seconds']))
     reporter = progress_lib.Reporter(name or run_dir, start, total_steps,
                                      progress_seconds)
@@ -131,7 +146,7 @@ def run(run_dir: str, *, state: State, total_steps: int,
                  'elapsed_seconds': np.asarray(clock(), np.float64)}
         if records is not None:
           saved['records'] = records
-        checkpoints.save(mgr, step, saved)
+        checkpoints.save(mgr, step, saved, metadata)
       if step == total_steps:
         break
       state, finite = train_step(state, step)
@@ -146,6 +161,40 @@ def run(run_dir: str, *, state: State, total_steps: int,
   logging.info('%s: finished %d steps in %.1f s of run time.',
                name or run_dir, total_steps, clock())
   return rows
+
+
+def _note_missing_rows(run_dir: str, rows: List[Row], measure_steps: Set[int],
+                       start: int, writer: bool) -> None:
+  """Warns about (and records in run_dir/missing_rows.json) the measurement
+  steps before `start` that have no row."""
+  present = {r['step'] for r in rows}
+  missing = sorted(s for s in measure_steps if s < start and s not in present)
+  if not missing:
+    return
+  logging.warning(
+      '%s: metrics.jsonl lacks the rows of %d measurement step(s) before the '
+      'checkpoint at step %d (%s%s): the file was deleted or edited. They '
+      'cannot be measured again; the run goes on and its summary is marked '
+      'incomplete ("complete": false). Delete the run directory to measure '
+      'them.', run_dir, len(missing), start, missing[:10],
+      ' ...' if len(missing) > 10 else '')
+  if writer:
+    path = os.path.join(run_dir, MISSING)
+    before = files.read_json(path) if os.path.exists(path) else []
+    files.write_json(path, sorted(set(before) | set(missing)))
+
+
+def completeness(run_dir: str) -> Dict[str, Any]:
+  """{} for a run with every measurement row; else {'complete': False,
+  'missing_steps': [...]} (merge it into the run's summary).
+
+  >>> completeness('/tmp/run_with_every_row')
+  {}
+  """
+  path = os.path.join(run_dir, MISSING)
+  if not os.path.exists(path):
+    return {}
+  return {'complete': False, 'missing_steps': files.read_json(path)}
 
 
 class _Clock:

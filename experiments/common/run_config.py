@@ -3,19 +3,26 @@
 Resuming (or re-running a finished) workdir with a different config would mix
 two experiments under one name, so it is refused with the differing fields,
 unless the config sets `allow_config_change=True` (then the new config is saved
-and the change logged).
+and the change logged). A finished run is never extended: more train.epochs
+on a workdir with finished runs is refused even then.
+
+Checkpoints carry the config they were made with (`metadata(config)` in
+orbax's per-step custom metadata): with config.json deleted, the config is
+compared against theirs, and config.json written again.
 
 Example:
   >>> check_and_save(config, '/tmp/rvr')  # ValueError if /tmp/rvr has another
 """
 
+import glob
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
 import ml_collections
 
+from experiments.common import checkpoints
 from experiments.common import files
 
 FILENAME = 'config.json'
@@ -40,8 +47,52 @@ def flatten(tree: Any, prefix: str = '') -> Dict[str, Any]:
   return out
 
 
-def _as_json(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+def as_json(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  """The config as config.json holds it (plain JSON types)."""
   return json.loads(config.to_json_best_effort())
+
+
+def metadata(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  """What every checkpoint of a run carries: {'config': as_json(config)}."""
+  return {'config': as_json(config)}
+
+
+def read(path: str) -> Dict[str, Any]:
+  """config.json at `path`; ValueError naming the file if it is not JSON."""
+  try:
+    saved = files.read_json(path)
+  except ValueError as e:
+    raise ValueError(
+        f'{path}: not a config (empty or damaged JSON: {e}). Delete it: the '
+        'run is then checked against the config its checkpoints carry and '
+        'the file written again.') from None
+  if not isinstance(saved, dict):
+    raise ValueError(f'{path}: not a config (a JSON {type(saved).__name__}, '
+                     'not an object). Delete it to have it written again.')
+  return saved
+
+
+def checkpointed(workdir: str) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
+  """(checkpoint dir, config) of the newest checkpoint in workdir that
+  carries one (its runs' `checkpoints/` folders, one level deep);
+  (None, None) if none does."""
+  found = []
+  for directory in (glob.glob(os.path.join(workdir, 'checkpoints')) +
+                    glob.glob(os.path.join(workdir, '*', 'checkpoints'))):
+    step, meta = checkpoints.saved_metadata(directory)
+    if step is not None and 'config' in meta:
+      found.append((os.path.getmtime(os.path.join(directory, str(step))),
+                    os.path.join(directory, str(step)), meta['config']))
+  if not found:
+    return None, None
+  _, where, config = max(found, key=lambda f: f[0])
+  return where, config
+
+
+def finished_runs(workdir: str) -> List[str]:
+  """The summary.json files of the runs in workdir (one level deep)."""
+  return sorted(glob.glob(os.path.join(workdir, '*', 'summary.json')) +
+                glob.glob(os.path.join(workdir, 'summary.json')))
 
 
 def differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
@@ -71,20 +122,38 @@ def check_and_save(config: ml_collections.ConfigDict, workdir: str,
     ValueError: workdir/config.json differs from `config`; lists the fields.
   """
   path = os.path.join(workdir, FILENAME)
-  new = _as_json(config)
+  new = as_json(config)
   if os.path.exists(path):
-    changed = differences(files.read_json(path), new)
-    if not changed:
-      return
-    listing = '\n  '.join(changed)
-    if not config.get(OVERRIDE, False):
-      raise ValueError(
-          f'{workdir} was started with another config ({path}); changed '
-          f'fields (old -> new):\n  {listing}\nPass a new --workdir, or '
-          f'--config.{OVERRIDE}=True to continue this run under the new '
-          'config (finished runs in it are not repeated).')
-    logging.warning('%s: continuing under a changed config (%s=True):\n  %s',
-                    workdir, OVERRIDE, listing)
+    old, source = read(path), path
+  else:
+    where, old = checkpointed(workdir)
+    source = f'its checkpoint {where} ({path} is missing)'
+  if old is not None:
+    changed = differences(old, new)
+    if changed:
+      _allow_change(config, workdir, source, changed)
   os.makedirs(workdir, exist_ok=True)
-  if writer:
+  if writer and (old is None or changed or not os.path.exists(path)):
     files.write_json(path, new)
+
+
+def _allow_change(config: ml_collections.ConfigDict, workdir: str,
+                  source: str, changed: List[str]) -> None:
+  """Raises unless allow_config_change is set and no finished run would
+  have to be extended; logs the change otherwise."""
+  listing = '\n  '.join(changed)
+  if not config.get(OVERRIDE, False):
+    raise ValueError(
+        f'{workdir} was started with another config ({source}); changed '
+        f'fields (old -> new):\n  {listing}\nPass a new --workdir, or '
+        f'--config.{OVERRIDE}=True to continue this run under the new '
+        'config (finished runs in it are not repeated).')
+  done = finished_runs(workdir)
+  epochs = [c for c in changed if c.startswith('train.epochs:')]
+  if epochs and done:
+    raise ValueError(
+        f'{epochs[0]}: {workdir} holds finished runs ({", ".join(done)}), '
+        f'which are not extended to more epochs, even with {OVERRIDE}=True. '
+        'Pass a new --workdir for the longer run.')
+  logging.warning('%s: continuing under a changed config (%s=True):\n  %s',
+                  workdir, OVERRIDE, listing)

@@ -500,7 +500,8 @@ def fit(run_dir: str, s: Setup, train: Examples, *,
                         or per_epoch * config.train.checkpoint_every_epochs),
       on_step=on_step, log=log, place=trainer.place,
       writer=distributed.is_writer(), records=records,
-      update_records=update_records, name=name or os.path.basename(run_dir))
+      update_records=update_records, name=name or os.path.basename(run_dir),
+      metadata=run_config.metadata(config))
 
 
 def total_steps(s: Setup, epochs: Optional[int] = None,
@@ -557,7 +558,9 @@ def test_row(run: Run, state: Any, step: int) -> Row:
 
 
 def write_summary(run_dir: str, summary: Dict[str, Any]) -> Dict[str, Any]:
-  """Writes run_dir/summary.json (process 0; marks the run finished)."""
+  """Writes run_dir/summary.json (process 0; marks the run finished), with
+  `loop.completeness(run_dir)` ({'complete': False, ...} if rows were lost)."""
+  summary = {**summary, **loop.completeness(run_dir)}
   if distributed.is_writer():
     files.write_json(os.path.join(run_dir, 'summary.json'), summary)
   return summary

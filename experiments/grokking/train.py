@@ -252,8 +252,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       measure_steps=set(schedule.measurement_steps(
           total, config.measure.dense_until, config.measure.growth)),
       checkpoint_every=every, on_step=on_step, log=log, place=trainer.place,
-      writer=writer)
-  summary = report.summarize(rows)
+      writer=writer, metadata=run_config.metadata(config))
+  summary = {**report.summarize(rows), **loop.completeness(workdir)}
   if writer:
     files.write_json(summary_path, summary)
     _write_report(config, workdir, rows, summary)

@@ -169,8 +169,9 @@ def run_aggregator(config: ml_collections.ConfigDict, workdir: str, spec: str,
       total_steps=total, train_step=train_step, measure=measure,
       measure_steps=set(range(0, total, every)) | {total},
       checkpoint_every=steps_per_epoch * config.train.checkpoint_every_epochs,
-      on_step=on_step, log=log, place=trainer.place, writer=writer)
-  summary = report.summarize(rows)
+      on_step=on_step, log=log, place=trainer.place, writer=writer,
+      metadata=run_config.metadata(config))
+  summary = {**report.summarize(rows), **loop.completeness(run_dir)}
   if writer:
     files.write_json(summary_path, summary)
   return summary

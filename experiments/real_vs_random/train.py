@@ -38,6 +38,7 @@ from experiments.common import data
 from experiments.common import distributed
 from experiments.common import examples as examples_lib
 from experiments.common import files
+from experiments.common import loop
 from experiments.common import nets
 from experiments.common import plots
 from experiments.common import run_config
@@ -229,7 +230,8 @@ def run_label_mode(s: supervised.Setup, workdir: str, mode: str,
       measure_steps=schedule.measurement_steps(total, dense_until,
                                                config.measure.growth),
       on_step=on_step, log=log, name=mode)
-  summary = report.summarize(rows, dense_until)
+  summary = {**report.summarize(rows, dense_until),
+             **loop.completeness(run_dir)}
   if writer:
     files.write_json(summary_path, summary)
   return summary

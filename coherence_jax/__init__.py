@@ -11,6 +11,8 @@ plain traceable functions they are built from.
   winsorized_mean_grad, trimmed_mean_grad
                         robust mean gradients, streamed over micro-batches.
   from_nnx              a Flax NNX model as `loss_fn(params, batch) -> [B]`.
+  norm_paths            which way each param's per-example norms are taken.
+  register_ghost_rule   ghost norms for a layer type of one's own.
   aggregators, models   Optax robust aggregators; the experiments' models.
 
 Example:
@@ -33,6 +35,9 @@ from coherence_jax.api import per_example_sq_norms
 from coherence_jax.api import per_group_grads
 from coherence_jax.api import trimmed_mean_grad
 from coherence_jax.api import winsorized_mean_grad
+from coherence_jax.per_example.ghost import norm_paths
+from coherence_jax.per_example.ghost_registry import register_ghost_rule
+from coherence_jax.per_example.ghost_registry import unregister_ghost_rule
 from coherence_jax.per_example.nnx_bridge import from_nnx
 from coherence_jax.stats import CoherenceStats
 
@@ -42,9 +47,12 @@ __all__ = [
     'coherence_stats',
     'from_nnx',
     'models',
+    'norm_paths',
     'per_example_grads',
     'per_example_sq_norms',
     'per_group_grads',
+    'register_ghost_rule',
     'trimmed_mean_grad',
+    'unregister_ghost_rule',
     'winsorized_mean_grad',
 ]

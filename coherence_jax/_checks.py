@@ -253,6 +253,37 @@ def _leading_rows(x, n: int) -> np.ndarray:
   return np.asarray(x)[:n]
 
 
+def _moved_second_example(flat):
+  """The leaves with example 1 changed, or None when nothing can change.
+
+  Floating-point leaves of example 1 are shifted (integer leaves, labels,
+  kept). A batch of integer leaves only (token ids) gets example 1's row set
+  to one token throughout: the largest value of the leaf if the row holds
+  its smallest (padding, usually 0), else the smallest; so the number of
+  padding tokens changes, and a loss normalized by the batch's token count
+  shows up as coupled.
+  """
+  floats = [i for i, x in enumerate(flat) if np.issubdtype(x.dtype, np.floating)]
+  ints = [i for i, x in enumerate(flat)
+          if np.issubdtype(x.dtype, np.integer) and x.size]
+  moved = list(flat)
+  if floats:
+    for i in floats:
+      x = np.array(flat[i], np.float64)
+      scale = np.max(np.abs(x)) if x.size and np.all(np.isfinite(x)) else 1.0
+      x[1] = x[1] + (scale or 1.0) * 0.5 + 0.25
+      moved[i] = x.astype(flat[i].dtype)
+    return moved
+  changed = False
+  for i in ints:
+    x = np.array(flat[i])
+    low, high = x.min(), x.max()
+    x[1] = high if np.any(x[1] == low) else low
+    changed = changed or not np.array_equal(x, flat[i])
+    moved[i] = x
+  return moved if changed else None
+
+
 def check_examples_independent(loss_fn: LossFn, params: PyTree,
                                batch: PyTree) -> None:
   """Raises if example 0's loss changes when only example 1 changes.
@@ -260,9 +291,11 @@ def check_examples_independent(loss_fn: LossFn, params: PyTree,
   A cheap probe on the first two examples (concrete values only): losses that
   couple examples (train-mode BatchNorm, `x - x.mean(0)`, ...) make
   per-example gradients ill-defined. Every floating-point leaf of example 1
-  is shifted; integer leaves (labels) are kept. Skipped for B < 2, under
-  tracing, for batches without a floating-point leaf to perturb, and when
-  example 0's loss is not finite. Runs `loss_fn` twice on two examples.
+  is shifted; integer leaves (labels) are kept; a batch of integer leaves
+  only (a language model's tokens) gets example 1's tokens replaced, its
+  padding count changed. Skipped for B < 2, under tracing, for batches with
+  nothing to change, and when example 0's loss is not finite. Runs `loss_fn`
+  twice on two examples.
 
   Args:
     loss_fn: `loss_fn(params, batch) -> [B]`.
@@ -289,17 +322,10 @@ def check_examples_independent(loss_fn: LossFn, params: PyTree,
   if not all(getattr(x, 'is_fully_addressable', True) for x in leaves):
     return  # a multi-process global batch: no process can read rows 0 and 1
   pair = jax.tree.map(lambda x: _leading_rows(x, 2), batch)
-  floats = [i for i, x in enumerate(jax.tree.leaves(pair))
-            if np.issubdtype(x.dtype, np.floating)]
-  if not floats:
-    return
   flat, treedef = jax.tree.flatten(pair)
-  moved = list(flat)
-  for i in floats:
-    x = np.array(flat[i], np.float64)
-    scale = np.max(np.abs(x)) if x.size and np.all(np.isfinite(x)) else 1.0
-    x[1] = x[1] + (scale or 1.0) * 0.5 + 0.25
-    moved[i] = x.astype(flat[i].dtype)
+  moved = _moved_second_example(flat)
+  if moved is None:
+    return
   # One compiled program for both calls (eagerly, every op of the model would
   # compile on its own: ~25 programs for a 2-layer MLP, hundreds for a ResNet).
   pair_loss = jax.jit(loss_fn)
@@ -315,8 +341,10 @@ def check_examples_independent(loss_fn: LossFn, params: PyTree,
         f"loss_fn: example 0's loss changed ({float(before[0])!r} -> "
         f"{float(after[0])!r}) when only example 1 changed, so the examples "
         'of a batch are coupled (train-mode BatchNorm, dropout keyed per '
-        'batch, normalization over the batch, ...). Per-example gradients need '
-        'independent examples: run the model in inference mode (from_nnx does '
-        'model.eval(); a use_running_average=False / deterministic=False '
-        'hard-coded in __call__ defeats it). Pass check_independence=False to '
-        'skip this check.')
+        'batch, normalization over the batch, a loss divided by the batch\'s '
+        'token count, ...). Per-example gradients need independent examples: '
+        'run the model in inference mode (from_nnx does model.eval(); a '
+        'use_running_average=False / deterministic=False hard-coded in '
+        '__call__ defeats it); divide each example\'s loss by its own token '
+        'count or by a constant, not by a count over the batch. Pass '
+        'check_independence=False to skip this check.')

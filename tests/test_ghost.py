@@ -327,14 +327,15 @@ def test_coherence_stats_default_is_auto_and_matches_vmap():
 
 
 # ------------------------------------------------------------------ errors
-class Scale(nnx.Module):
-  """A custom layer: a param used in an arbitrary way."""
+class Tempered(nnx.Module):
+  """A raw param read by a module that also holds a layer."""
 
-  def __init__(self, dim):
-    self.w = nnx.Param(jnp.linspace(0.5, 1.5, dim))
+  def __init__(self):
+    self.dense = nnx.Linear(4, 3, rngs=rngs())
+    self.temperature = nnx.Param(jnp.asarray(1.5))
 
   def __call__(self, x):
-    return x * self.w[...] ** 2 + jnp.sin(self.w[...])
+    return self.dense(x) / self.temperature[...]
 
 
 class ReadsKernel(nnx.Module):
@@ -361,8 +362,9 @@ class Scanned(nnx.Module):
 # Weight tying via Embed.attend and layers called several times are handled
 # (tests/test_ghost_sequence.py); these are not.
 UNSUPPORTED = {
-    'custom_param': (lambda: Stack(nnx.Linear(4, 3, rngs=rngs()), Scale(3)),
-                     (5, 4), r"layers/1/w.*Scale"),
+    'param_beside_layers': (Tempered, (5, 4),
+                            r"temperature: module '<root>' of type Tempered"
+                            r'.*also holds layers'),
     'kernel_read_directly': (ReadsKernel, (5, 4),
                              r'dense/kernel.*used outside'),
     'layer_in_scan': (Scanned, (5, 4),

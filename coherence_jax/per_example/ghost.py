@@ -69,7 +69,7 @@ per-example vmap gradients for it with method='auto'):
   >>> per_example_sq_norms(tempered_loss, tempered_params, xs, method='ghost')
   Traceback (most recent call last):
   ValueError: method='ghost' cannot compute per-example norms of these params:
-    temperature: module '<root>' of type Tempered holds param 'temperature' ...
+    temperature: module '<root>' of type Tempered reads params of its own ...
   >>> q = per_example_sq_norms(tempered_loss, tempered_params, xs)  # 'auto'
   >>> q_vmap = per_example_sq_norms(tempered_loss, tempered_params, xs,
   ...                               method='vmap')
@@ -116,14 +116,14 @@ def _ghost_hook(layer, p32, dtypes, q_slots):
   """One call: the layer inside `ghost_rules.ghost_layer` (norms in backward)."""
   call = layer.calls[0]
   rule = ghost_rules.RULES[ghost_rules.rule_name(layer.kind, call.method)]
-  info = {**call.info, 'forms': layer.forms}
-
   def hook(module, base_call, args, kwargs):
+    info = {**call.info, 'forms': layer.forms, 'module': module}
     x, named = ghost_plan.split_args(base_call, module, args, kwargs)
-    apply = module_hooks.pure_apply(module, base_call, named)
+    apply, undo = ghost_plan.example_first(
+        info, module_hooks.pure_apply(module, base_call, named))
     p = {name: p32[name] for name in layer.params}
-    return ghost_rules.ghost_layer(
-        rule, info, lambda p, x: apply(_cast(p, dtypes), x), p, x, q_slots)
+    return undo(ghost_rules.ghost_layer(
+        rule, info, lambda p, x: apply(_cast(p, dtypes), x), p, x, q_slots))
   return hook
 
 
@@ -131,11 +131,13 @@ def _capture_hook(layer, p32, dtypes, perturb, inputs):
   """k calls: each output gets a zero perturbation (its cotangent is dz_j)."""
   def hook(module, base_call, args, kwargs):
     x, named = ghost_plan.split_args(base_call, module, args, kwargs)
-    apply = module_hooks.pure_apply(module, base_call, named)
+    apply, undo = ghost_plan.example_first(
+        layer.calls[len(inputs)].info,
+        module_hooks.pure_apply(module, base_call, named))
     p = jax.lax.stop_gradient({name: p32[name] for name in layer.params})
     z = apply(_cast(p, dtypes), x) + perturb[len(inputs)]
     inputs.append(x)
-    return z
+    return undo(z)
   return hook
 
 
@@ -149,12 +151,17 @@ def _not_nnx_error(loss_fn):
 
 
 def _unsupported_error(bad):
-  lines = '\n  '.join(f'{path_str(p)}: {r}' for p, r in sorted(
-      bad.items(), key=lambda kv: path_str(kv[0])))
+  causes = {}
+  for path, reason in sorted(bad.items(), key=lambda kv: path_str(kv[0])):
+    causes.setdefault(reason, []).append(path_str(path))
+  lines = '\n  '.join(f'{", ".join(paths)}: {reason}'
+                      for reason, paths in causes.items())
   return ValueError(
       "method='ghost' cannot compute per-example norms of these params:\n  "
-      f"{lines}\nPass method='auto' to use per-example vmap gradients for "
-      "them, or method='vmap'.")
+      f"{lines}\nKnown: {ghost_plan.SUPPORTED_NAMES}, and any module without "
+      "param-holding submodules. Register a rule for your layer "
+      "(coherence_jax.register_ghost_rule), call the layer directly in the "
+      "loss, or pass method='auto' (vmap for these params) or 'vmap'.")
 
 
 def sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
@@ -232,8 +239,9 @@ def sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
     nodes = dict(nnx.iter_graph(loss_fn.model(params)))
     for path, layer in reused.items():
       module = nodes[path]
-      applies = [module_hooks.pure_apply(module, getattr(type(module), c.method),
-                                         c.kwargs) for c in layer.calls]
+      applies = [ghost_plan.example_first(c.info, module_hooks.pure_apply(
+          module, getattr(type(module), c.method), c.kwargs))[0]
+                 for c in layer.calls]
       p = {n: v for n, v in module_hooks.get_path(p32, path).items()
            if n in layer.params}
       reused_sums[layer.key], norms[layer.key] = ghost_reuse.reused_layer(

@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from flax.nnx.nn import dtypes as nnx_dtypes
 from flax.nnx.nn import linear as nnx_linear
@@ -36,32 +37,14 @@ from jax.extend import core as jex_core
 from coherence_jax._tree import key_tuple
 from coherence_jax._tree import path_str
 from coherence_jax.per_example import contraction
+from coherence_jax.per_example import ghost_registry
 from coherence_jax.per_example import ghost_rules
 from coherence_jax.per_example import jaxpr_deps
 from coherence_jax.per_example import module_hooks
 
-KINDS = {
-    nnx.Linear: 'linear',
-    nnx.LinearGeneral: 'linear',
-    nnx.Einsum: 'linear',
-    nnx.Conv: 'conv',
-    nnx.Embed: 'embed',
-    nnx.LayerNorm: 'norm',
-    nnx.GroupNorm: 'norm',
-    nnx.RMSNorm: 'norm',
-    nnx.BatchNorm: 'norm',
-}
-PARAM_NAMES = {
-    'linear': ('kernel', 'bias'),
-    'conv': ('kernel', 'bias'),
-    'embed': ('embedding',),
-    'norm': ('scale', 'bias'),
-}
 # The methods routed through hooks (where the class has them).
 METHODS = ('__call__', 'attend')
-SUPPORTED_NAMES = ('Linear, LinearGeneral, Einsum, Conv, Embed (lookup and '
-                   'attend), LayerNorm, GroupNorm, RMSNorm, BatchNorm '
-                   '(inference mode)')
+SUPPORTED_NAMES = ghost_registry.SUPPORTED_NAMES
 # Keyword arguments a supported call may carry: the values allowed.
 _ALLOWED_KWARGS = {'out_sharding': (None,), 'mask': (None,),
                    'use_running_average': (None, True)}
@@ -99,6 +82,7 @@ class Layer:
   calls: List[Call] = dataclasses.field(default_factory=list)
   problem: Optional[str] = None
   forms: Dict[str, str] = dataclasses.field(default_factory=dict)
+  rule: Optional[ghost_registry.Rule] = None
 
   @property
   def key(self) -> str:
@@ -131,25 +115,51 @@ class Plan:
 
 
 # ---------------------------------------------------------------- inventory
+def _nested_params(nodes) -> set:
+  """Paths of modules with a param-holding module strictly below them."""
+  out = set()
+  for path, node in nodes.items():
+    if isinstance(node, nnx.Param):
+      owner = tuple(path[:-1])
+      for k in range(len(owner)):
+        if isinstance(nodes.get(owner[:k]), nnx.Module):
+          out.add(owner[:k])
+  return out
+
+
+def _no_rule_reason(path, owner_path, owner) -> str:
+  where = path_str(owner_path)
+  if not isinstance(owner, nnx.Module):
+    return (f'params in a {type(owner).__name__} at {where!r}, not module '
+            'attributes: ghost norms read params as attributes of a module')
+  return (f'module {where!r} of type {type(owner).__name__} reads params of '
+          'its own and also holds layers, so no per-module rule applies; move '
+          'them into a small module of their own called on the activations')
+
+
 def _inventory(model) -> Tuple[Dict[tuple, Layer], Dict[tuple, str]]:
-  """Supported layers by module path, and reasons for every other param."""
+  """Handled layers by module path, and reasons for every other param."""
   nodes = dict(nnx.iter_graph(model))
+  nested = _nested_params(nodes)
   layers: Dict[tuple, Layer] = {}
   unsupported: Dict[tuple, str] = {}
   for path, node in nodes.items():
     if not isinstance(node, nnx.Param):
       continue
-    owner_path, name = tuple(path[:-1]), path[-1]
+    path = tuple(path)
+    owner_path, name = path[:-1], path[-1]
     owner = nodes.get(owner_path)
-    kind = KINDS.get(type(owner))
-    if kind is not None and name in PARAM_NAMES[kind]:
-      layer = layers.setdefault(owner_path, Layer(owner_path, kind))
-      layer.params += (name,)
-    else:
-      unsupported[tuple(path)] = (
-          f'module {path_str(owner_path)!r} of type {type(owner).__name__} '
-          f'holds param {name!r} and has no ghost rule (supported: '
-          f'{SUPPORTED_NAMES})')
+    rule = (ghost_registry.lookup(owner) if isinstance(owner, nnx.Module)
+            else None)
+    ok = rule is not None and (
+        name in rule.params if rule.params is not None
+        else owner_path not in nested)
+    if not ok:
+      unsupported[path] = _no_rule_reason(path, owner_path, owner)
+      continue
+    layer = layers.setdefault(owner_path,
+                              Layer(owner_path, rule.kind, rule=rule))
+    layer.params += (name,)
   return layers, unsupported
 
 
@@ -234,8 +244,34 @@ def _contraction_of(module, method, x, kwargs):
   return (None, reason) if reason else (spec, None)
 
 
-def _call_problem(layer, module, method, x, kwargs, size) -> Optional[str]:
+def _example_out_first(spec):
+  """(spec with the example letter first in out, its axis in the output)."""
+  axis = spec.out.index(spec.example)
+  if not axis:
+    return spec, 0
+  out = spec.example + spec.out.replace(spec.example, '')
+  return dataclasses.replace(spec, out=out), axis
+
+
+def _generic_kwargs_problem(kwargs) -> Optional[str]:
+  """Array arguments besides the input cannot pass the per-module rule."""
   for k, v in kwargs.items():
+    if isinstance(v, (jax.Array, np.ndarray)) or hasattr(v, 'aval'):
+      return (f'is called with the array argument {k!r} besides its input; '
+              'the per-module rule takes one array input (pass the others '
+              'as module attributes, or concatenate them)')
+  return None
+
+
+def _call_problem(layer, module, method, x, kwargs, size) -> Optional[str]:
+  generic = layer.kind in ('module', 'registered')
+  if generic:
+    problem = _generic_kwargs_problem(kwargs)
+    if problem:
+      return problem
+  for k, v in kwargs.items():
+    if generic:
+      continue
     if k == 'einsum_str' and isinstance(module, nnx.Einsum):
       continue
     if k not in _ALLOWED_KWARGS or not any(v is a for a in _ALLOWED_KWARGS[k]):
@@ -260,11 +296,17 @@ def _call_info(layer, module, method, x, kwargs):
   """(info, None) for the rules, or (None, reason)."""
   if layer.kind == 'linear' or method == 'attend':
     spec, reason = _contraction_of(module, method, x, kwargs)
-    return ({'spec': spec}, None) if reason is None else (None, reason)
+    if reason is not None:
+      return None, reason
+    spec, axis = _example_out_first(spec)
+    return ({'spec': spec, 'out_axis': axis} if axis else {'spec': spec},
+            None)
   if layer.kind == 'embed':
     return {'vocab': module.num_embeddings}, None
   if layer.kind == 'conv':
     return conv_info(module), None
+  if layer.kind == 'registered':
+    return {'sq_norms': layer.rule.sq_norms}, None
   return {}, None
 
 
@@ -285,16 +327,47 @@ def _plan_hook(layer, p_in, size, top):
       layer.flag(problem)
       return base_call(module, *args, **kwargs)
     p = {name: p_in[name] for name in layer.params}
-    z = module_hooks.pure_apply(module, base_call, named)(p, x)
-    z_shape = getattr(z, 'shape', ())
+    apply, undo = example_first(
+        info, module_hooks.pure_apply(module, base_call, named))
+    z = apply(p, x)
+    z_shape = getattr(z, 'shape', None)
+    if z_shape is None:
+      layer.flag(f'returns a {type(z).__name__}, not one array')
+      return undo(z)
     if z_shape[:1] != (size,):
       layer.flag(f'output of shape {z_shape} has no leading example axis of '
                  f'size {size}')
     else:
       layer.calls.append(Call(method, named, info, tuple(x.shape),
                               tuple(z_shape), z.dtype))
-    return z
+    return undo(z)
   return hook
+
+
+def example_first(info, apply):
+  """(apply with the output's example axis moved first, its inverse on z).
+
+  An einsum such as 'BTD,SNDH->SBTNH' (Gemma's fused qkv) puts the example
+  axis second in its output; the rules see it first.
+
+  Args:
+    info: the call's info (`Call.info`); 'out_axis' is where the example
+      axis sits in the output (absent: 0).
+    apply: the layer as `apply(p, x) -> z`.
+
+  Returns:
+    `(apply_first, undo)`.
+
+  Example:
+    >>> f, undo = example_first({'out_axis': 1}, lambda p, x: x)
+    >>> f(None, jnp.zeros((3, 2))).shape, undo(jnp.zeros((2, 3))).shape
+    ((2, 3), (3, 2))
+  """
+  axis = info.get('out_axis', 0)
+  if not axis:
+    return apply, lambda z: z
+  return (lambda p, x: jnp.moveaxis(apply(p, x), axis, 0),
+          lambda z: jnp.moveaxis(z, 0, axis))
 
 
 # ------------------------------------------------------------------- forms
@@ -366,6 +439,8 @@ def _forms(layer, forced, params) -> Dict[str, str]:
     return _embed_forms(layer, forced, p['embedding'].shape)
   if layer.kind == 'conv':
     return _conv_forms(layer, forced, p['kernel'].shape)
+  if layer.kind in ('module', 'registered'):
+    return {name: layer.kind for name in layer.params}
   return {name: 'materialize' for name in layer.params}
 
 

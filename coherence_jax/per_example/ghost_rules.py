@@ -11,7 +11,9 @@ Norms and sums are accumulated in float32 whatever the layer's dtype (bf16
 activations and cotangents are cast first).
 
 Rules: 'contraction' (Linear, LinearGeneral, Einsum, Embed.attend: see
-contraction.py), 'lookup' (Embed.__call__), 'conv', 'norm'. Layers called more
+contraction.py), 'lookup' (Embed.__call__), 'conv', 'norm', 'module' (the
+per-module fallback: any module's per-example grads, a few examples at a
+time) and 'registered' (a rule given to `register_ghost_rule`). Layers called more
 than once are handled in ghost_reuse.py, from the same pieces.
 
 Example:
@@ -347,8 +349,48 @@ def _norm_rule(info, apply, p, x, dz, dp_std):
   return dp, _materialized(apply, p, x, dz, tuple(p), dp)
 
 
+def _module_rule(info, apply, p, x, dz, dp_std):
+  """Per-module fallback: the module's per-example grads, a few at a time."""
+  del info
+  names = tuple(p)
+
+  def part(x, d):
+    g = per_example_param_grads(apply, p, x, d, names)
+    g = {n: as_f32(g[n]) for n in names}
+    return (jnp.zeros((), jnp.float32),
+            {n: reductions.per_example_sq_norm(g[n]) for n in names})
+
+  floats = x[0].size + dz[0].size + 2 * sum(v.size for v in p.values())
+  _, q = over_example_chunks(part, (x, dz), floats)
+  return dict(dp_std), q
+
+
+def _registered_rule(info, apply, p, x, dz, dp_std):
+  """A rule given to `register_ghost_rule`: its norms, the standard S."""
+  del apply
+  module = info['module']
+  q = info['sq_norms'](module, p, x, as_f32(dz))
+  missing = set(p) - set(q or ())
+  if missing:
+    raise ValueError(
+        f'register_ghost_rule: the rule of {type(module).__name__} returned '
+        f'norms for {sorted(q or ())}, not for {sorted(missing)}; return '
+        '{param name: [B] squared norms} for every param of the module.')
+  out = {}
+  for name in p:
+    v = as_f32(jnp.asarray(q[name]))
+    if v.shape != (x.shape[0],):
+      raise ValueError(
+          f'register_ghost_rule: the rule of {type(module).__name__} returned '
+          f'shape {v.shape} for {name!r}; return one squared norm per '
+          f'example, shape ({x.shape[0]},).')
+    out[name] = v
+  return dict(dp_std), out
+
+
 RULES = {'contraction': _contraction_rule, 'lookup': _lookup_rule,
-         'conv': _conv_rule, 'norm': _norm_rule}
+         'conv': _conv_rule, 'norm': _norm_rule, 'module': _module_rule,
+         'registered': _registered_rule}
 
 
 def rule_name(kind: str, method: str) -> str:
@@ -365,6 +407,8 @@ def rule_name(kind: str, method: str) -> str:
     >>> rule_name('embed', 'attend'), rule_name('embed', '__call__')
     ('contraction', 'lookup')
   """
+  if kind in ('module', 'registered'):
+    return kind
   if kind == 'linear' or method == 'attend':
     return 'contraction'
   return 'lookup' if kind == 'embed' else kind

@@ -23,8 +23,6 @@ from tests import helpers
 
 B = 6
 SCALES = [1e-30, 1e-20, 1e-10, 1.0, 1e10, 1e19, 1e30]
-GHOST_XFAIL = pytest.mark.xfail(strict=False,
-                                reason='ghost overflow: lead fixing')
 
 
 @functools.lru_cache(maxsize=None)
@@ -105,8 +103,8 @@ def reference():
 
 
 PATHS = ['plain', 'vmap', 'microbatched', 'merged', 'sharded',
-         pytest.param('auto', marks=GHOST_XFAIL),
-         pytest.param('ghost', marks=GHOST_XFAIL)]
+         'auto',
+         'ghost']
 
 
 @pytest.mark.parametrize('path', PATHS)

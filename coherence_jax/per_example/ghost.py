@@ -164,12 +164,13 @@ def _unsupported_error(bad):
       "loss, or pass method='auto' (vmap for these params) or 'vmap'.")
 
 
-def sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
-                     ghost_form: Optional[str] = None,
-                     axis_name: mesh_axes.AxisName = None):
-  """(S, per-example squared norms per leaf [B]) of one chunk, by ghost norms.
+def scaled_sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
+                            ghost_form: Optional[str] = None,
+                            axis_name: mesh_axes.AxisName = None):
+  """(S, per-example squared norms in units of scale², scale) of one chunk.
 
-  `loss_fn` comes from `from_nnx`; params must already be varying over
+  One backward pass seeded with a power of two (`loss_seed`), so the norms
+  hold at any loss scale; `scale` is its inverse. `loss_fn` comes from `from_nnx`; params must already be varying over
   `axis_name` (see `mesh_axes.as_varying`). With method='ghost' unsupported
   params are a ValueError naming them; 'auto' uses vmap for them. Traceable;
   no micro-batching and no input checks (see `per_example_sq_norms`).
@@ -183,16 +184,17 @@ def sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
     axis_name: the mesh axis the chunk is sharded over, or None.
 
   Returns:
-    `(sum_grads, sq_norms)`: S = Σ_i ∇ℓ_i (params-shaped, float32) and a
-    params-shaped pytree of float32 [B] per-example squared norms.
+    `(sum_grads, sq_norms, scale)`: S = Σ_i ∇ℓ_i (params-shaped, float32), a
+    params-shaped pytree of float32 [B] per-example squared norms ‖g_i‖² /
+    scale², and the power of two `scale`.
 
   Raises:
     ValueError: with method='ghost', params no ghost rule handles (each
       named with the reason).
 
   Example:
-    >>> s, q = jax.eval_shape(lambda p, b: sum_and_sq_norms(loss_fn, p, b),
-    ...                       params, batch)
+    >>> s, q, scale = jax.eval_shape(
+    ...     lambda p, b: scaled_sum_and_sq_norms(loss_fn, p, b), params, batch)
     >>> s['layers'][0]['kernel'].shape, q['layers'][0]['kernel'].shape
     ((784, 32), (16,))
   """
@@ -230,9 +232,11 @@ def sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
           _dtypes(params, path, layer), perturb[layer.key],
           inputs[layer.key])))
     with module_hooks.intercepted(hooked, ghost_plan.METHODS):
-      return jnp.sum(loss_fn.loss(model, chunk)), inputs
+      losses = loss_fn.loss(model, chunk)
+    seed = loss_seed(losses)
+    return jnp.sum(losses) * seed, (inputs, seed)
 
-  (sum_grads, norms, dzs), inputs = jax.grad(
+  (sum_grads, norms, dzs), (inputs, seed) = jax.grad(
       total_loss, argnums=(0, 1, 2), has_aux=True)(p32, slots, perturb)
   reused_sums = {}
   if reused:
@@ -246,7 +250,7 @@ def sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
            if n in layer.params}
       reused_sums[layer.key], norms[layer.key] = ghost_reuse.reused_layer(
           layer, applies, p, inputs[layer.key], dzs[layer.key])
-  fallback = _vmap_norms(loss_fn, params, chunk, set(bad))
+  fallback = _vmap_norms(loss_fn, params, chunk, set(bad), seed)
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
   out, sums = [], []
   for kpath, _ in flat:
@@ -259,9 +263,57 @@ def sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
       out.append(fallback[path])
     else:
       out.append(norms[layer.key][path[-1]])
-  sums = [ghost_rules.as_f32(s) for s in sums]
+  sums = [ghost_rules.as_f32(s) / seed for s in sums]
   return (jax.tree_util.tree_unflatten(treedef, sums),
-          jax.tree_util.tree_unflatten(treedef, out))
+          jax.tree_util.tree_unflatten(treedef, out), 1.0 / seed)
+
+
+def loss_seed(losses: jax.Array) -> jax.Array:
+  """A power of two near 1 / max_i |ℓ_i|, to seed the backward pass with.
+
+  Per-example gradients scale with the loss, so seeding the backward pass
+  with it (exact: a power of two) keeps every gradient, cotangent and
+  squared norm near 1 whatever the loss scale (1e-30 to 1e30), where float32
+  squares would underflow or overflow. 1 when no loss is finite and nonzero.
+
+  Args:
+    losses: the per-example losses [B].
+
+  Returns:
+    A float32 power of two (not differentiated).
+
+  Example:
+    >>> float(loss_seed(jnp.array([3e-30, -1e-30]))) == 2.0 ** 99
+    True
+    >>> float(loss_seed(jnp.array([0.0, jnp.nan])))
+    1.0
+  """
+  m = jnp.max(jnp.abs(ghost_rules.as_f32(losses)))
+  m = jnp.where(jnp.isfinite(m) & (m > 0), m, 1.0)
+  _, exponent = jnp.frexp(m)
+  return jax.lax.stop_gradient(
+      jnp.ldexp(jnp.float32(1.0), jnp.clip(1 - exponent, -126, 126)))
+
+
+def sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
+                     ghost_form: Optional[str] = None,
+                     axis_name: mesh_axes.AxisName = None):
+  """(S, per-example squared norms per leaf [B]) of one chunk, by ghost norms.
+
+  The plain-unit form of `scaled_sum_and_sq_norms` (norms overflow float32
+  for per-example gradients above ~1.8e19 and underflow below ~1e-19; the
+  coherence statistics use the scaled form and hold at any scale).
+
+  Example:
+    >>> s, q = jax.eval_shape(lambda p, b: sum_and_sq_norms(loss_fn, p, b),
+    ...                       params, batch)
+    >>> s['layers'][0]['kernel'].shape, q['layers'][0]['kernel'].shape
+    ((784, 32), (16,))
+  """
+  sums, norms, scale = scaled_sum_and_sq_norms(
+      loss_fn, params, chunk, method=method, ghost_form=ghost_form,
+      axis_name=axis_name)
+  return sums, jax.tree.map(lambda q: q * scale * scale, norms)
 
 
 def norm_paths(loss_fn, params, batch, *, method: str = 'auto',
@@ -308,8 +360,9 @@ def norm_paths(loss_fn, params, batch, *, method: str = 'auto',
           'ghost:' + plan.layers[p[:-1]].forms[p[-1]] for p in paths}
 
 
-def _vmap_norms(loss_fn, params, chunk, paths) -> Dict[tuple, jax.Array]:
-  """Per-example squared norms of the params at `paths`, by vmap."""
+def _vmap_norms(loss_fn, params, chunk, paths,
+                seed) -> Dict[tuple, jax.Array]:
+  """Per-example squared norms × seed² of the params at `paths`, by vmap."""
   if not paths:
     return {}
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
@@ -326,7 +379,7 @@ def _vmap_norms(loss_fn, params, chunk, paths) -> Dict[tuple, jax.Array]:
 
   grads = jax.vmap(jax.grad(loss_of), in_axes=(None, 0))(
       [leaves[i] for i in idx], chunk)
-  return {keys[i]: reductions.per_example_sq_norm(ghost_rules.as_f32(g))
+  return {keys[i]: reductions.per_example_sq_norm(ghost_rules.as_f32(g) * seed)
           for i, g in zip(idx, grads)}
 
 
@@ -400,7 +453,9 @@ def per_example_sq_norms(loss_fn, params, batch, *, method: str = 'auto',
       'materialize' forces one where it applies (tests, benchmarks).
 
   Returns:
-    A params-shaped pytree of float32 [B] arrays.
+    A params-shaped pytree of float32 [B] arrays: squares of float32, so
+    finite for per-example gradient norms between ~1e-19 and ~1.8e19
+    (`coherence_stats` keeps Q in scaled units and holds at any scale).
 
   Raises:
     ValueError: a bad method / form / microbatch_size, method='ghost' with a

@@ -9,6 +9,7 @@ Example:
   ValueError: microbatch_size: got 0; pass a positive int (the number of ...
 """
 
+import numbers
 from typing import Optional
 
 import jax
@@ -65,6 +66,22 @@ def batch_size(batch: PyTree, *, arg_name: str = 'batch') -> int:
   return size
 
 
+def is_int(value) -> bool:
+  """Whether `value` is an integer: a Python or numpy one, but no bool.
+
+  The one test behind every integer argument (sizes, counts, c, windows):
+  numpy integers (`np.int64(2)`, e.g. read from an array) are accepted;
+  True / False and `np.bool_` are not (they are ints to Python, but passing
+  one is a mistake). Floats, even integral ones, are not.
+
+  Example:
+    >>> [is_int(v) for v in (2, np.int64(2), True, np.bool_(True), 2.0)]
+    [True, True, False, False, False]
+  """
+  return (isinstance(value, (numbers.Integral, np.integer))
+          and not isinstance(value, (bool, np.bool_)))
+
+
 def check_microbatch_size(microbatch_size: Optional[int]) -> None:
   """None or a positive int, else a ValueError naming `microbatch_size`.
 
@@ -80,9 +97,8 @@ def check_microbatch_size(microbatch_size: Optional[int]) -> None:
     Traceback (most recent call last):
     ValueError: microbatch_size: got True; pass a positive int (the number ...
   """
-  if microbatch_size is not None and (
-      not isinstance(microbatch_size, int) or isinstance(microbatch_size, bool)
-      or microbatch_size <= 0):
+  if microbatch_size is not None and (not is_int(microbatch_size)
+                                      or microbatch_size <= 0):
     raise ValueError(
         f'microbatch_size: got {microbatch_size!r}; pass a positive int (the '
         'number of examples processed at once) or None for the whole batch.')
@@ -104,7 +120,7 @@ def check_c(c, name: str) -> None:
     Traceback (most recent call last):
     ValueError: trimmed_mean: c must be a non-negative int, got -1.
   """
-  if not isinstance(c, int) or isinstance(c, bool) or c < 0:
+  if not is_int(c) or c < 0:
     raise ValueError(f'{name}: c must be a non-negative int, got {c!r}.')
 
 

@@ -237,3 +237,71 @@ def test_apply_if_finite_after_the_aggregator_skips_a_nan_step():
   assert all(np.isfinite(np.asarray(u)).all() and np.any(np.asarray(u) != 0)
              for u in jax.tree.leaves(out))
   assert int(state[1].total_notfinite) == 1
+
+
+# ------------------------------------ issue 20: unclear failures made clear
+
+
+def test_numpy_integers_are_accepted_and_bools_refused():
+  # Before: winsorized_mean(c=np.int64(2)) was refused as no int.
+  params, grads = params_and_grads()
+  for make, args in ((aggregators.winsorized_mean, (2,)),
+                     (aggregators.trimmed_mean, (1,)),
+                     (aggregators.median_of_means, (3,))):
+    want = make(*args).update(grads, make(*args).init(params))[0]
+    tx = make(*(np.int64(a) for a in args))
+    got = tx.update(grads, tx.init(params))[0]
+    for k in params:   # the same program: bit-identical
+      np.testing.assert_array_equal(got[k], want[k])
+    for bad in (True, np.bool_(True)):
+      with pytest.raises(ValueError, match='int'):
+        make(bad)
+  tx = aggregators.rolling_median(np.int32(3))
+  assert tx.init(params).buffer['w'].shape == (3, 3, 2)
+  with pytest.raises(ValueError, match='window must be a positive int'):
+    aggregators.rolling_median(True)
+
+
+def test_rolling_median_names_a_missing_leaf():
+  # Before: a raw pytree structure error.
+  params, _ = params_and_grads()
+  tx = aggregators.rolling_median(3)
+  with pytest.raises(ValueError, match=r"rolling_median got no update for the "
+                     r"param\(s\) 'b'"):
+    tx.update({'w': jnp.ones((3, 2))}, tx.init(params))
+  with pytest.raises(ValueError, match=r"rolling_mean got update leaves "
+                     r"'extra' at paths that are not params"):
+    tx = aggregators.rolling_mean(3)
+    tx.update({**params, 'extra': jnp.ones(2)}, tx.init(params))
+
+
+def test_rolling_median_says_per_example_updates_need_aggregating_first():
+  # Before: "Cannot broadcast to shape with fewer dimensions".
+  params, grads = params_and_grads()
+  tx = aggregators.rolling_median(3)
+  # 'b' comes first in flattening order.
+  with pytest.raises(ValueError, match=r"rolling_median got shape \(9, 2\) "
+                     r"at 'b' for a param of shape \(2,\).*per-example"
+                     r'.*ordinary \(params-shaped\) gradients'):
+    tx.update(grads, tx.init(params))
+
+
+def np_trimmed(x, c):
+  s = np.sort(np.asarray(x, np.float64), axis=0)
+  return s[c:len(s) - c].mean(0)
+
+
+@pytest.mark.parametrize('name,reference', [('trimmed_mean', np_trimmed),
+                                            ('winsorized_mean', np_winsorized)])
+def test_integer_updates_are_averaged_in_float32(name, reference):
+  # Before: "lax.lt requires arguments to have the same dtypes". Means of
+  # integers are float32, as median_of_means and optax.sgd give.
+  tx = getattr(aggregators, name)(1)
+  params = {'w': jnp.zeros(3)}
+  ints = jnp.array([[0, 5, 9], [1, 2, 3], [7, 7, 7], [2, 9, 4], [3, 3, 3]],
+                   jnp.int32)
+  out = tx.update({'w': ints}, tx.init(params))[0]['w']
+  assert out.dtype == jnp.float32
+  # Small integers are exact in float32; their mean of <= 5 rounds at most
+  # twice: 1e-6 relative.
+  np.testing.assert_allclose(out, reference(ints, 1), rtol=1e-6)

@@ -78,6 +78,8 @@ is invariant over the axis (`out_specs=P()`):
     True
 """
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from coherence_jax import _checks
@@ -169,13 +171,26 @@ def trimmed_mean(c: int,
                                     across_devices.trimmed_mean)
 
 
+def _as_float(updates):
+  """Integer / bool leaves as float32: their (clipped) means are fractions.
+
+  As `median_of_means` and `optax.sgd` give float32 for integer updates.
+  """
+  def cast(x):
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+      return x
+    return jnp.asarray(order_stats.materialize(x), jnp.float32)
+  return jax.tree.map(cast, updates, is_leaf=order_stats.is_lazy)
+
+
 def _order_statistic_transform(name, c, axis_name, reduce_fn, reduce_across):
   """A per-example transform reducing each leaf with reduce_fn(x, c)."""
   _checks.check_c(c, name)
+  c = int(c)
   across_devices.check_axis_name_type(axis_name, name)
   if axis_name is not None:
     return _across(
-        name, axis_name, lambda u: reduce_across(u, c, axis_name),
+        name, axis_name, lambda u: reduce_across(_as_float(u), c, axis_name),
         lambda _, local: across_devices.check_c_fits(c, local, axis_name,
                                                      name))
 
@@ -185,7 +200,8 @@ def _order_statistic_transform(name, c, axis_name, reduce_fn, reduce_across):
   # Small leaves share one network (order_stats.pack_leaves): compile time
   # grows with the number of networks.
   return _contract.per_example_aggregator(
-      name, lambda u: order_stats.reduce_leaves(lambda x: reduce_fn(x, c), u),
+      name, lambda u: order_stats.reduce_leaves(lambda x: reduce_fn(x, c),
+                                                _as_float(u)),
       check, whole_tree=True)
 
 
@@ -219,10 +235,10 @@ def median_of_means(num_groups: int,
     records the param shapes; `update(updates, state, params=None)` takes
     updates shaped [B, *param.shape] and returns params-shaped updates.
   """
-  if (not isinstance(num_groups, int) or isinstance(num_groups, bool)
-      or num_groups <= 0):
+  if not _checks.is_int(num_groups) or num_groups <= 0:
     raise ValueError(
         f'median_of_means: num_groups must be a positive int, got {num_groups!r}.')
+  num_groups = int(num_groups)
   across_devices.check_axis_name_type(axis_name, 'median_of_means')
 
   def check(size, local=None):

@@ -18,7 +18,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from coherence_jax import _checks
 from coherence_jax._tree import PyTree
+from coherence_jax._tree import leaves_by_path
+from coherence_jax._tree import path_str
 from coherence_jax.aggregators import order_stats
 
 
@@ -29,8 +32,44 @@ class RollingState(NamedTuple):
 
 
 def _check_window(window, name):
-  if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+  if not _checks.is_int(window) or window < 1:
     raise ValueError(f'{name}: window must be a positive int, got {window!r}.')
+
+
+def _check_updates(name: str, updates: PyTree, buffer: PyTree) -> None:
+  """Ordinary gradients at the params' paths, each shaped like its param.
+
+  Raises a one-line ValueError naming the first path at fault: a missing or
+  extra leaf, or a leaf of another shape (per-example updates say so).
+  """
+  want = {p: tuple(b.shape[1:]) for p, b in leaves_by_path(buffer).items()}
+  got = leaves_by_path(updates)
+  takes = (f'{name} takes ordinary (params-shaped) gradients at the paths of '
+           'the params given to init.')
+  missing = [p for p in want if p not in got]
+  if missing:
+    raise ValueError(
+        f'updates: {name} got no update for the param(s) '
+        f'{", ".join(repr(path_str(p)) for p in missing)} (shape '
+        f'{want[missing[0]]}). {takes}')
+  extra = [p for p in got if p not in want]
+  if extra:
+    raise ValueError(
+        f'updates: {name} got update leaves '
+        f'{", ".join(repr(path_str(p)) for p in extra)} at paths that are not '
+        f'params. {takes}')
+  for path, leaf in got.items():
+    shape, param = tuple(jnp.shape(leaf)), want[path]
+    if shape == param:
+      continue
+    hint = ''
+    if len(shape) == len(param) + 1 and shape[1:] == param:
+      hint = (' These look like per-example updates; aggregate the examples '
+              f'first, e.g. optax.chain(winsorized_mean(c), {name}(...)), or '
+              'pass the batch-mean gradient.')
+    raise ValueError(
+        f'updates: {name} got shape {shape} at {path_str(path)!r} for a param '
+        f'of shape {param}.{hint} {takes}')
 
 
 def buffer_dtype(param_dtype) -> jnp.dtype:
@@ -62,6 +101,7 @@ def _mean_over_window(buf: jax.Array) -> jax.Array:
 def _rolling(name, window, reduce_fn,
              skip_until_full: bool) -> optax.GradientTransformation:
   _check_window(window, name)
+  window = int(window)
   if not isinstance(skip_until_full, bool):
     raise ValueError(f'{name}: skip_until_full must be True or False, got '
                      f'{skip_until_full!r}.')
@@ -72,6 +112,7 @@ def _rolling(name, window, reduce_fn,
 
   def update_fn(updates, state, params=None):
     del params
+    _check_updates(name, updates, state.buffer)
     slot = state.count % window
 
     def push(buf, g):

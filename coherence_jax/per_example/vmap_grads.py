@@ -148,11 +148,11 @@ def per_group_grads(loss_fn: LossFn, params: PyTree, batch: PyTree,
     ValueError: num_groups: got 4 for a batch of 6 examples; ...
   """
   size = _checks.check_per_example_loss(loss_fn, params, batch)
-  if (not isinstance(num_groups, int) or isinstance(num_groups, bool)
-      or num_groups <= 0 or size % num_groups):
+  if not _checks.is_int(num_groups) or num_groups <= 0 or size % num_groups:
     raise ValueError(
         f'num_groups: got {num_groups!r} for a batch of {size} examples; pass a '
         'positive int that divides the batch size into equal groups.')
+  num_groups = int(num_groups)
   mesh_axes.check_axis_name(axis_name, batch)
   params = mesh_axes.as_varying(params, axis_name)
   # One ordinary gradient per contiguous slice, Python-unrolled, then stacked.

@@ -32,6 +32,8 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
+from coherence_jax import _checks
+
 
 def check_fraction(p) -> None:
   """ValueError naming `p` unless it is a probability in [0, 1]."""
@@ -43,11 +45,6 @@ def check_seed(seed) -> None:
   _check_seed(seed)
 
 
-def _is_int(value) -> bool:
-  return (isinstance(value, (numbers.Integral, np.integer))
-          and not isinstance(value, (bool, np.bool_)))
-
-
 def _check_fraction(p) -> None:
   if (not isinstance(p, (numbers.Real, np.floating, np.integer))
       or isinstance(p, (bool, np.bool_)) or not 0.0 <= p <= 1.0):
@@ -55,7 +52,7 @@ def _check_fraction(p) -> None:
 
 
 def _check_seed(seed) -> None:
-  if not _is_int(seed) or seed < 0:
+  if not _checks.is_int(seed) or seed < 0:
     raise ValueError(f'seed: got {seed!r}; pass a non-negative int (the '
                      'corruption is a function of its seed).')
 
@@ -75,7 +72,7 @@ def _check_labels(labels) -> np.ndarray:
 
 
 def _check_num_classes(num_classes, labels: np.ndarray) -> None:
-  if not _is_int(num_classes) or num_classes < 1:
+  if not _checks.is_int(num_classes) or num_classes < 1:
     raise ValueError(f'num_classes: got {num_classes!r}; pass the number of '
                      'classes, an int >= 1.')
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
@@ -173,7 +170,7 @@ def _image_rng(seed: int, stream: int, index) -> np.random.Generator:
 
 
 def _check_count(num_examples) -> None:
-  if not _is_int(num_examples) or num_examples < 1:
+  if not _checks.is_int(num_examples) or num_examples < 1:
     raise ValueError(f'num_examples: got {num_examples!r}; pass the size of '
                      'the training set (an int >= 1).')
 

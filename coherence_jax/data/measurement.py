@@ -16,12 +16,13 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
+from coherence_jax import _checks
+
 SETS = ('train', 'pristine', 'corrupt', 'held_out')
 
 
 def _check_size(name: str, value, upper: int, what: str) -> int:
-  if (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
-      or not 0 <= value <= upper):
+  if not _checks.is_int(value) or not 0 <= value <= upper:
     raise ValueError(f'{name}: got {value!r}; pass 0..{upper} ({what}).')
   return int(value)
 
@@ -57,7 +58,7 @@ def measurement_sets(*, seed: int, train_size: int, test_size: int,
     >>> bool(np.all(sets['corrupt'] % 2 == 1)), sets['held_out'].tolist()
     (True, [0, 1, 2, 3])
   """
-  if not isinstance(seed, (int, np.integer)) or seed < 0:
+  if not _checks.is_int(seed) or seed < 0:
     raise ValueError(f'seed: got {seed!r}; pass a non-negative int.')
   train_size = _check_size('train_size', train_size, 2**62, 'examples')
   test_size = _check_size('test_size', test_size, 2**62, 'examples')

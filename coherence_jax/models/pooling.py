@@ -13,11 +13,12 @@ Example:
          [13., 15.]], dtype=float32)
 """
 
-import numbers
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+
+from coherence_jax import _checks
 
 
 def max_pool(x: jax.Array, window: Sequence[int]) -> jax.Array:
@@ -56,7 +57,7 @@ def max_pool(x: jax.Array, window: Sequence[int]) -> jax.Array:
         'shaped (batch, *spatial, channels) with at least one spatial axis.')
   spatial = x.shape[1:-1]
   if (not isinstance(window, (tuple, list)) or len(window) != len(spatial)
-      or not all(isinstance(w, numbers.Integral) and w >= 1 for w in window)):
+      or not all(_checks.is_int(w) and w >= 1 for w in window)):
     raise ValueError(
         f'max_pool: window={window!r} must be a tuple of one positive int per '
         f'spatial axis of x (shape {x.shape}), e.g. {(2,) * len(spatial)}.')

@@ -34,12 +34,12 @@ Example:
 
 import inspect
 import math
-import numbers
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import jax
 from flax import nnx
 
+from coherence_jax import _checks
 from coherence_jax.models.cnn import CNN
 from coherence_jax.models.mlp import MLP
 from coherence_jax.models.norms import NORMS
@@ -148,7 +148,7 @@ NAMES = tuple(_BUILDERS)
 
 def _check_shape(input_shape, name: str) -> Tuple[int, ...]:
   shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else ()
-  ok = shape and all(isinstance(d, numbers.Integral) and d >= 1
+  ok = shape and all(_checks.is_int(d) and d >= 1
                      for d in shape)
   want = {'mlp': None, 'transformer': 1}.get(name, 3)
   if not ok or (want is not None and len(shape) != want):
@@ -190,8 +190,7 @@ def build(name: str, *, num_classes: int, input_shape: Sequence[int],
   """
   if name not in _BUILDERS:
     raise ValueError(f'name: got {name!r}; pass one of {NAMES}.')
-  if (not isinstance(num_classes, numbers.Integral)
-      or isinstance(num_classes, bool) or num_classes < 1):
+  if not _checks.is_int(num_classes) or num_classes < 1:
     raise ValueError(f'num_classes: got {num_classes!r}; pass an int >= 1.')
   if norm != DEFAULT and norm not in NORMS:
     raise ValueError(f'norm: got {norm!r}; pass one of {(DEFAULT,) + NORMS}.')

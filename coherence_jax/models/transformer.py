@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from coherence_jax import _checks
+
 
 def param_count(vocab_size: int, d_model: int, num_layers: int, max_len: int,
                 mlp_ratio: int = 4, tie_embeddings: bool = True) -> int:
@@ -204,5 +206,5 @@ def _check_heads(d_model: int, num_heads: int) -> None:
 
 def _check_positive(**sizes: int) -> None:
   for name, value in sizes.items():
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not _checks.is_int(value) or value < 1:
       raise ValueError(f'{name}: got {value!r}; pass a positive integer.')

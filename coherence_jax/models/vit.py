@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from coherence_jax import _checks
 from coherence_jax.models.transformer import TransformerBlock
 from coherence_jax.models.transformer import block_param_count
 
@@ -32,8 +33,9 @@ POOLS = ('cls', 'mean')
 
 
 def _pair(x: Union[int, Sequence[int]], name: str) -> Tuple[int, int]:
-  pair = (x, x) if isinstance(x, int) else tuple(x)
-  if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
+  pair = (x, x) if _checks.is_int(x) else tuple(x) if isinstance(
+      x, (tuple, list)) else ()
+  if len(pair) != 2 or not all(_checks.is_int(v) and v >= 1 for v in pair):
     raise ValueError(f'{name}: got {x!r}; pass a positive int or a pair '
                      '(height, width) of them.')
   return pair
@@ -105,7 +107,7 @@ class ViT(nnx.Module):
     for name, value in (('num_classes', num_classes),
                         ('in_channels', in_channels), ('d_model', d_model),
                         ('num_layers', num_layers)):
-      if not isinstance(value, int) or value < 1:
+      if not _checks.is_int(value) or value < 1:
         raise ValueError(f'{name}: got {value!r}; pass a positive integer.')
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.image_size, self.in_channels, self.pool = (h, w), in_channels, pool

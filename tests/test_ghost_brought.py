@@ -236,3 +236,32 @@ def test_unsupported_error_is_one_line_per_cause():
   lines = str(err.value).splitlines()
   assert lines[1].strip().startswith('a, b: module')
   assert 'register_ghost_rule' in str(err.value)
+
+
+class PositionTableLM(nnx.Module):
+  """GPT-style: a raw nnx.Param position table added in the root module."""
+
+  def __init__(self, vocab=13, dim=8, length=16):
+    self.embed = nnx.Embed(vocab, dim, rngs=rngs())
+    self.position = nnx.Param(0.1 * jnp.ones((length, dim)))
+    self.mlp = nnx.Linear(dim, dim, rngs=rngs())
+
+  def __call__(self, tokens):
+    x = self.embed(tokens) + self.position[...][:tokens.shape[1]]
+    return self.embed.attend(jnp.tanh(self.mlp(x)))
+
+
+def test_auto_takes_one_vmap_pass_where_ghost_plus_vmap_would_cost_more():
+  """A param outside every module rule needs a whole-model vmap pass; with
+  16 positions, adding every param to that pass (per-example traffic) costs
+  less than a ghost pass on top, so auto computes all by vmap."""
+  loss_fn, params = cj.from_nnx(PositionTableLM(), lm_loss)
+  batch = padded_tokens(length=17)
+  assert set(cj.norm_paths(loss_fn, params, batch).values()) == {'vmap'}
+  assert_forms_match_vmap(loss_fn, params, batch, method='auto')
+  # One position (an MLP-like layer): the ghost pass stays.
+  from tests.test_ghost import Tempered
+  loss_fn, params = cj.from_nnx(Tempered(), smooth_loss)
+  paths = cj.norm_paths(loss_fn, params, normal_batch((5, 4)))
+  assert paths['dense/kernel'] == 'ghost:outer'
+  assert paths['temperature'] == 'vmap'

@@ -86,6 +86,7 @@ from flax import nnx
 from coherence_jax import _checks
 from coherence_jax import microbatch
 from coherence_jax import reductions
+from coherence_jax import stats as stats_lib
 from coherence_jax import mesh_axes
 from coherence_jax._tree import PyTree
 from coherence_jax._tree import key_tuple
@@ -203,6 +204,8 @@ def scaled_sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
   bad = plan.fallback()
   if bad and method == 'ghost':
     raise _unsupported_error(bad)
+  if plan.whole_vmap_is_cheaper(params, size):
+    return _all_by_vmap(loss_fn, params, chunk)
   good = plan.good()
   once = {p: l for p, l in good.items() if len(l.calls) <= 1}
   reused = {p: l for p, l in good.items() if len(l.calls) > 1}
@@ -356,8 +359,21 @@ def norm_paths(loss_fn, params, batch, *, method: str = 'auto',
   bad = plan.fallback()
   if bad and method == 'ghost':
     raise _unsupported_error(bad)
+  if plan.whole_vmap_is_cheaper(params, _checks.batch_size(batch)):
+    return {path_str(p): 'vmap' for p in paths}
   return {path_str(p): 'vmap' if p in bad else
           'ghost:' + plan.layers[p[:-1]].forms[p[-1]] for p in paths}
+
+
+def _all_by_vmap(loss_fn, params, chunk):
+  """(S, norms / scale², scale) from per-example vmap gradients of all."""
+  grads = jax.tree.map(ghost_rules.as_f32,
+                       vmap_grads.vmapped_grads(loss_fn, params, chunk))
+  scale = stats_lib.power_of_two_above(stats_lib.max_abs(grads))
+  scale = jnp.where(jnp.isfinite(scale) & (scale > 0), scale, 1.0)
+  return (jax.tree.map(reductions.sum_over_examples, grads),
+          jax.tree.map(lambda g: reductions.per_example_sq_norm(g / scale),
+                       grads), scale)
 
 
 def _vmap_norms(loss_fn, params, chunk, paths,

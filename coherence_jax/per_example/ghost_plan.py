@@ -113,6 +113,38 @@ class Plan:
               f'layer {layer.key!r} ({layer.kind}) {layer.problem}')
     return bad
 
+  def whole_vmap_is_cheaper(self, params, size: int) -> bool:
+    """Whether one vmap pass for every param beats ghost + vmap for the rest.
+
+    Params no rule covers need a per-example (vmap) backward pass of the whole
+    model anyway. Taking every param's per-example gradient in that pass adds
+    only the traffic of the covered params' per-example gradients
+    (`ghost_rules.MATERIALIZE_COST` per entry and example), where the ghost
+    pass costs about three forward passes (Σ over calls of B·T·K·N). XLA:CPU
+    runs vmapped convolutions as loops, so models with a conv keep the ghost
+    pass.
+
+    Args:
+      params: the params.
+      size: examples in the batch.
+
+    Returns:
+      True when there is a fallback and the single vmap pass is cheaper.
+    """
+    if not self.fallback():
+      return False
+    forward, covered = 0, 0
+    for layer in self.good().values():
+      if layer.kind == 'conv':
+        return False
+      p = module_hooks.get_path(params, layer.path)
+      covered += sum(p[n].size for n in layer.params)
+      for c in layer.calls:
+        if 'spec' in c.info:
+          g, t, k, n = contraction.dims(c.info['spec'], c.x_shape, c.z_shape)
+          forward += size * g * t * k * n
+    return ghost_rules.MATERIALIZE_COST * size * covered < 3 * forward
+
 
 # ---------------------------------------------------------------- inventory
 def _nested_params(nodes) -> set:

@@ -168,7 +168,8 @@ class CoherenceStats:
         with any others at any scale.
 
     Returns:
-      The statistics, every field cast to float32 (count to int32).
+      The statistics, every field cast to float32 (count to int32); scale 0
+      when every Q is 0 (no nonzero gradient: empty for `merge`).
 
     Raises:
       ValueError: a concrete `scale` that is negative, not finite, or not a
@@ -190,13 +191,15 @@ class CoherenceStats:
     else:
       _check_scale(scale)
       scale = jnp.asarray(scale, jnp.float32)
+    sq_norms = jax.tree.map(lambda q: jnp.asarray(q, jnp.float32), sq_norms)
+    # Q = 0: no nonzero gradient, so scale 0 (empty for merge, as from_grads).
+    total = sum(jax.tree.leaves(sq_norms), jnp.float32(0))
     return cls(
         sum_grads=jax.tree.map(lambda s: jnp.asarray(s, jnp.float32),
                                sum_grads),
-        sum_sq_norms=jax.tree.map(lambda q: jnp.asarray(q, jnp.float32),
-                                  sq_norms),
+        sum_sq_norms=sq_norms,
         count=jnp.asarray(count, jnp.int32),
-        scale=scale)
+        scale=jnp.where(total > 0, scale, jnp.float32(0)))
 
   def rescaled(self, scale: jax.Array) -> 'CoherenceStats':
     """The same statistics with Q in units of `scale`² (scale >= self.scale).

@@ -176,6 +176,19 @@ def test_from_sums_with_a_scale_merges_with_from_grads(scale):
   assert int(summed.merge(exact).count) == 8
 
 
+@pytest.mark.parametrize('scale', [None, 1.0, 2.0 ** 10])
+def test_from_sums_of_zero_gradients_merge_with_tiny_ones(scale):
+  # A ghost chunk whose examples all have zero gradients (Q = 0) must not
+  # impose its unit on tiny statistics, whatever unit it was given in.
+  tiny = cj.CoherenceStats.from_grads({'w': jnp.asarray(BASE * 1e-30)})
+  zero = cj.CoherenceStats.from_sums({'w': jnp.zeros(3)}, {'w': 0.0}, 2,
+                                     scale=scale)
+  for merged in (zero.merge(tiny), tiny.merge(zero)):
+    assert int(merged.count) == 6
+    # Exact zeros added: exact.
+    assert float(merged.m_coherence()) == float(tiny.m_coherence())
+
+
 def test_from_sums_rejects_a_scale_that_is_no_power_of_two():
   with pytest.raises(ValueError, match='scale: got 3.0'):
     cj.CoherenceStats.from_sums({'w': jnp.ones(2)}, {'w': 1.0}, 2, scale=3.0)

@@ -15,8 +15,11 @@
                     coherence over fixed index sets
   records           per-example records ("when learnt")
   progress          steps/s, ETA and latest metrics through absl logging
-  entry             the absl main of an experiment (--config, --workdir)
-  run_config        config.json of a workdir (changes are refused)
+  entry             the absl main of an experiment (--config, --workdir);
+                    one-line errors for bad fields and file-system failures
+  workdir_lock      one run per workdir (flock on <workdir>/.lock)
+  run_config        config.json of a workdir (changes are refused; the
+                    checkpoints carry the config too)
   validation        config checks that name the field
   schedule, plots   when to measure; the figures
   reporting         report helpers: rows, layer picks, markdown tables

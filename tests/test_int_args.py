@@ -16,6 +16,7 @@ import coherence_jax as cj
 from coherence_jax import _checks
 from coherence_jax.data import measurement
 from coherence_jax.models import pooling
+from tests import helpers
 
 
 def test_is_int():
@@ -52,3 +53,20 @@ def test_bools_are_refused_where_they_slipped_through():
   assert jax.tree.leaves(measurement.measurement_sets(
       seed=np.int64(1), train_size=np.int64(10), test_size=10, sample_size=4,
       held_out_size=4))
+
+
+def test_numpy_integers_in_the_core_api():
+  loss_fn, params = helpers.tiny_mlp()
+  batch = helpers.tiny_batch(10)
+  got = cj.coherence_stats(loss_fn, params, batch, method='vmap',
+                           microbatch_size=np.int64(4))
+  want = cj.coherence_stats(loss_fn, params, batch, method='vmap',
+                            microbatch_size=4)
+  # The same program on the same chunks: bit-identical.
+  assert float(got.m_coherence()) == float(want.m_coherence())
+  got = cj.winsorized_mean_grad(loss_fn, params, batch, c=np.int64(2),
+                                microbatch_size=np.int32(4))
+  want = cj.winsorized_mean_grad(loss_fn, params, batch, c=2,
+                                 microbatch_size=4)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(g, w)

@@ -133,3 +133,10 @@ def test_a_finished_run_is_not_extended_to_more_epochs(tmp_path):
   other_lr = _config(lr=0.5)  # other changes still go through the override
   other_lr.allow_config_change = True
   run_config.check_and_save(other_lr, str(tmp_path))
+
+
+def test_any_damaged_json_file_is_named(tmp_path):
+  (tmp_path / 'summary.json').write_text('{')
+  with pytest.raises(ValueError, match=f'{tmp_path}/summary.json: not valid '
+                     'JSON'):
+    files.read_json(str(tmp_path / 'summary.json'))

@@ -48,8 +48,13 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def read_json(path: str) -> Any:
+  """The JSON in `path`; ValueError naming the file if it is not JSON."""
   with open(path) as f:
-    return json.load(f)
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path}: not valid JSON (empty or damaged: {e}); '
+                       'restore it or delete it.') from None
 
 
 def read_rows(path: str) -> List[Row]:

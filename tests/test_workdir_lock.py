@@ -125,3 +125,10 @@ def test_other_errors_keep_their_traceback(tmp_path):
   with pytest.raises(KeyError):
     entry.run(train, None, str(tmp_path), cache_dir='off')
   workdir_lock.acquire(str(tmp_path)).release()  # released on the way out
+
+
+def test_a_failure_outside_the_workdir_gets_its_own_fix():
+  error = OSError(errno.EACCES, 'Permission denied', '/data/tfds/x')
+  message = entry.describe_file_system_error(error, '/runs/w')
+  assert message.startswith('error: /data/tfds/x: Permission denied (EACCES)')
+  assert 'fix its permissions' in message and 'pass a --workdir' not in message

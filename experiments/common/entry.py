@@ -20,7 +20,6 @@ from typing import Any, Callable, List, Optional, Sequence
 
 from absl import app
 from absl import flags
-import ml_collections
 from ml_collections import config_flags
 
 from experiments.common import compile_cache
@@ -28,13 +27,19 @@ from experiments.common import distributed
 from experiments.common import progress
 from experiments.common import workdir_lock
 
-# The causes a user fixes outside the program, with the fix.
+# The causes a user fixes outside the program, with the fix: (in the
+# workdir, elsewhere, e.g. a data_dir).
 _FILE_SYSTEM_FIXES = {
-    errno.ENOSPC: 'free space there, or pass a --workdir on another disk',
-    errno.EDQUOT: 'free space in your quota, or pass another --workdir',
-    errno.EROFS: 'pass a --workdir on a writable file system',
-    errno.EACCES: 'pass a --workdir you can write (or fix its permissions)',
-    errno.EPERM: 'pass a --workdir you can write (or fix its permissions)',
+    errno.ENOSPC: ('free space there, or pass a --workdir on another disk',
+                   'free space on that disk'),
+    errno.EDQUOT: ('free space in your quota, or pass another --workdir',
+                   'free space in your quota'),
+    errno.EROFS: ('pass a --workdir on a writable file system',
+                  'that file system is read-only: point the config elsewhere'),
+    errno.EACCES: ('pass a --workdir you can write (or fix its permissions)',
+                   'fix its permissions or point the config elsewhere'),
+    errno.EPERM: ('pass a --workdir you can write (or fix its permissions)',
+                  'fix its permissions or point the config elsewhere'),
 }
 
 
@@ -57,10 +62,11 @@ def describe_file_system_error(error: OSError, workdir: str) -> str:
   ...                                    '/w/x'), '/w')
   'error: /w/x: No space left on device (ENOSPC) while running in --workdir=/w; free space there, or pass a --workdir on another disk.'
   """
-  path = error.filename or workdir
+  path = str(error.filename or workdir)
+  inside = os.path.abspath(path).startswith(os.path.abspath(workdir))
+  fix = _FILE_SYSTEM_FIXES[error.errno][0 if inside else 1]
   return (f'error: {path}: {error.strerror} ({errno.errorcode[error.errno]}) '
-          f'while running in --workdir={workdir}; '
-          f'{_FILE_SYSTEM_FIXES[error.errno]}.')
+          f'while running in --workdir={workdir}; {fix}.')
 
 
 def run(train_and_evaluate: Callable[[Any, str], Any], config: Any,
@@ -92,7 +98,7 @@ def unknown_field(config: Any, argv: Sequence[str]) -> Optional[str]:
   """One line for the first `--config.<path>` of argv that `config` lacks,
   listing the valid fields where it stops; None if every path exists.
 
-  >>> unknown_field(ml_collections.ConfigDict({'train': {'lr': 1}}),
+  >>> unknown_field(ConfigDict({'train': {'lr': 1}}),
   ...               ['--config.train.foo=1'])
   "--config.train.foo: the config has no field 'foo' in 'train'; valid: lr."
   """
@@ -127,6 +133,7 @@ def parse_flags(argv: Sequence[str]) -> List[str]:
 
 def _exit_unknown_field(error: Exception, args: Sequence[str],
                         default: Any) -> None:
+  """SystemExit with `unknown_field`'s line (or `error` if none applies)."""
   try:
     message = unknown_field(_config_of(args, default), args)
   except Exception:  # pylint: disable=broad-except

@@ -132,3 +132,27 @@ def test_a_failure_outside_the_workdir_gets_its_own_fix():
   message = entry.describe_file_system_error(error, '/runs/w')
   assert message.startswith('error: /data/tfds/x: Permission denied (EACCES)')
   assert 'fix its permissions' in message and 'pass a --workdir' not in message
+
+
+def test_full_disk_under_a_real_loop_is_one_line(tmp_path, monkeypatch):
+  """Fault injection: orbax's checkpoint write hits ENOSPC inside loop.run."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from experiments.common import loop  # pylint: disable=g-import-not-at-top
+
+  def full(self, step, *args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device',
+                  f'{self.directory}/{step}')
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', full)
+
+  def train(config, workdir):
+    loop.run(workdir, state={'w': jnp.zeros(2)}, total_steps=4,
+             train_step=lambda s, t: (s, jnp.array(True)),
+             measure=lambda s, t: {}, measure_steps={0}, checkpoint_every=2)
+
+  with pytest.raises(SystemExit) as e:
+    entry.run(train, None, str(tmp_path), cache_dir='off')
+  assert str(e.value.code) == (
+      f'error: {tmp_path}/checkpoints/2: No space left on device (ENOSPC) '
+      f'while running in --workdir={tmp_path}; free space there, or pass a '
+      '--workdir on another disk.')

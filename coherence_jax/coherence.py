@@ -86,12 +86,12 @@ def coherence_stats(loss_fn: LossFn, params: PyTree, batch: PyTree, *,
 
   if ghost.uses_ghost(loss_fn, method):
     def chunk_stats(chunk):
-      sum_grads, norms, scale = ghost.scaled_sum_and_sq_norms(
+      out = ghost.scaled_sum_and_sq_norms(
           loss_fn, params, chunk, method=method, ghost_form=ghost_form,
           axis_name=axis_name)
       return CoherenceStats.from_sums(
-          sum_grads, jax.tree.map(jnp.sum, norms), _checks.batch_size(chunk),
-          scale=scale)
+          out.sum_grads, jax.tree.map(jnp.sum, out.sq_norms),
+          _checks.batch_size(chunk), scale=out.scale)
   else:
     def chunk_stats(chunk):
       return CoherenceStats.from_grads(

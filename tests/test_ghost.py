@@ -368,7 +368,7 @@ UNSUPPORTED = {
     'kernel_read_directly': (ReadsKernel, (5, 4),
                              r'dense/kernel.*used outside'),
     'layer_in_scan': (Scanned, (5, 4),
-                      r'dense/kernel.*inside a JAX transformation'),
+                      r'dense/kernel.*in a loop \(scan\) with the same params'),
 }
 
 

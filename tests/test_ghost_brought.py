@@ -13,6 +13,13 @@ import pytest
 from flax import nnx
 
 import coherence_jax as cj
+from benchmarks.brought_models import GemmaLM
+from benchmarks.brought_models import GemmaRMSNorm
+from benchmarks.brought_models import PositionTableLM
+from benchmarks.brought_models import ScaledEmbed
+from benchmarks.brought_models import ScanLM
+from benchmarks.brought_models import gemma_rms_sq_norms
+from benchmarks.brought_models import lm_loss
 from coherence_jax.per_example import ghost
 from tests.test_ghost import Stack
 from tests.test_ghost import assert_forms_match_vmap
@@ -32,80 +39,8 @@ class Scale(nnx.Module):
     return x * self.w[...] ** 2 + jnp.sin(self.w[...])
 
 
-class GemmaRMSNorm(nnx.Module):
-  """Gemma's RMSNorm: its own class, scale used as (1 + scale)."""
-
-  def __init__(self, dim):
-    self.scale = nnx.Param(jnp.linspace(-0.2, 0.3, dim))
-
-  def __call__(self, x):
-    var = jnp.mean(x * x, axis=-1, keepdims=True)
-    return x * jax.lax.rsqrt(var + 1e-6) * (1 + self.scale[...])
-
-
-def gemma_rms_sq_norms(module, params, x, dz):
-  del module, params
-  normed = x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6)
-  g = (dz * normed).reshape(x.shape[0], -1, x.shape[-1]).sum(1)
-  return {'scale': (g * g).sum(-1)}
-
-
-class ScaledEmbed(nnx.Embed):
-  """Gemma's embedder: the lookup times √features, in its own __call__."""
-
-  def __call__(self, inputs):
-    return super().__call__(inputs) * jnp.sqrt(float(self.features))
-
-
 class PlainEmbed(nnx.Embed):
   """A subclass that overrides nothing: the parent's rule applies."""
-
-
-class GemmaLikeLM(nnx.Module):
-  """Scaled embedding, own RMSNorm, fused qkv 'BTD,SNDH->SBTNH' or
-  grouped-query q 'BTD,NDH->BTNH' with kv 'BTD,CKDH->CBTKH', tied head."""
-
-  def __init__(self, vocab=13, dim=8, heads=2, kv_heads=2, head_dim=4):
-    r = rngs()
-    self.heads, self.kv_heads = heads, kv_heads
-    self.embed = ScaledEmbed(vocab, dim, rngs=r)
-    self.pre_norm = GemmaRMSNorm(dim)
-    if kv_heads == heads:
-      self.qkv = nnx.Einsum('BTD,SNDH->SBTNH', (3, heads, dim, head_dim),
-                            rngs=r)
-    else:
-      self.q = nnx.Einsum('BTD,NDH->BTNH', (heads, dim, head_dim), rngs=r)
-      self.kv = nnx.Einsum('BTD,CKDH->CBTKH', (2, kv_heads, dim, head_dim),
-                           rngs=r)
-    self.out = nnx.Einsum('BTNH,NHD->BTD', (heads, head_dim, dim), rngs=r)
-    self.final_norm = GemmaRMSNorm(dim)
-
-  def __call__(self, tokens):
-    x = self.embed(tokens)
-    h = self.pre_norm(x)
-    if self.kv_heads == self.heads:
-      q, k, v = self.qkv(h)
-    else:
-      q = self.q(h)
-      k, v = self.kv(h)
-      rep = self.heads // self.kv_heads
-      k, v = jnp.repeat(k, rep, axis=2), jnp.repeat(v, rep, axis=2)
-    logits = jnp.einsum('btnh,bsnh->bnts', q, k) / 2.0
-    mask = jnp.tril(jnp.ones((tokens.shape[1],) * 2, bool))
-    att = jax.nn.softmax(jnp.where(mask, logits, -1e9), axis=-1)
-    x = x + self.out(jnp.einsum('bnts,bsnh->btnh', att, v))
-    return self.embed.attend(self.final_norm(x))
-
-
-def lm_loss(model, batch):
-  """Per-example next-token loss, each example normalized by its own count."""
-  tokens = batch['tokens']
-  logits = model(tokens[:, :-1])
-  target = tokens[:, 1:]
-  keep = target != 0
-  logp = jnp.take_along_axis(jax.nn.log_softmax(logits), target[..., None],
-                             -1)[..., 0]
-  return -jnp.sum(logp * keep, -1) / jnp.maximum(jnp.sum(keep, -1), 1)
 
 
 def batch_token_count_loss(model, batch):
@@ -176,9 +111,10 @@ def test_registered_rule_is_used_and_checked():
 
 @pytest.mark.parametrize('kv_heads', [2, 1])
 def test_gemma_like_block_is_all_ghost_and_matches_vmap(kv_heads):
-  """Fused qkv 'BTD,SNDH->SBTNH' (example axis second in the output) and
-  grouped-query kv 'BTD,CKDH->CBTKH', in both ghost forms."""
-  loss_fn, params = cj.from_nnx(GemmaLikeLM(kv_heads=kv_heads), lm_loss)
+  """Fused qkv 'BTD,SNDH->SBTNH' (example axis second in the output),
+  grouped-query kv 'BTD,CKDH->CBTKH', gated MLP 'BTD,GDF->GBTF', own
+  RMSNorm, scaled embedding tied to the head, in both ghost forms."""
+  loss_fn, params = cj.from_nnx(GemmaLM(kv_heads=kv_heads), lm_loss)
   batch = padded_tokens()
   paths = cj.norm_paths(loss_fn, params, batch, method='ghost')
   assert 'vmap' not in paths.values(), paths
@@ -211,10 +147,10 @@ def test_einsum_with_moved_example_axis_called_twice():
 def test_loss_normalized_by_the_batch_token_count_is_refused():
   """Integer-only batches are probed too: example 1's padding is changed."""
   batch = padded_tokens()
-  loss_fn, params = cj.from_nnx(GemmaLikeLM(), batch_token_count_loss)
+  loss_fn, params = cj.from_nnx(GemmaLM(), batch_token_count_loss)
   with pytest.raises(ValueError, match="batch's token count"):
     cj.coherence_stats(loss_fn, params, batch)
-  loss_fn, params = cj.from_nnx(GemmaLikeLM(), lm_loss)
+  loss_fn, params = cj.from_nnx(GemmaLM(), lm_loss)
   assert int(cj.coherence_stats(loss_fn, params, batch).count) == 4
 
 
@@ -238,18 +174,6 @@ def test_unsupported_error_is_one_line_per_cause():
   assert 'register_ghost_rule' in str(err.value)
 
 
-class PositionTableLM(nnx.Module):
-  """GPT-style: a raw nnx.Param position table added in the root module."""
-
-  def __init__(self, vocab=13, dim=8, length=16):
-    self.embed = nnx.Embed(vocab, dim, rngs=rngs())
-    self.position = nnx.Param(0.1 * jnp.ones((length, dim)))
-    self.mlp = nnx.Linear(dim, dim, rngs=rngs())
-
-  def __call__(self, tokens):
-    x = self.embed(tokens) + self.position[...][:tokens.shape[1]]
-    return self.embed.attend(jnp.tanh(self.mlp(x)))
-
 
 def test_auto_takes_one_vmap_pass_where_ghost_plus_vmap_would_cost_more():
   """A param outside every module rule needs a whole-model vmap pass; with
@@ -265,3 +189,21 @@ def test_auto_takes_one_vmap_pass_where_ghost_plus_vmap_would_cost_more():
   paths = cj.norm_paths(loss_fn, params, normal_batch((5, 4)))
   assert paths['dense/kernel'] == 'ghost:outer'
   assert paths['temperature'] == 'vmap'
+
+
+@pytest.mark.parametrize('mode', ['scan_remat', 'remat_loop'])
+def test_layers_under_nnx_scan_and_remat_are_ghost(mode):
+  """Blocks stacked with nnx.vmap and run by nnx.scan (each under nnx.remat),
+  or called through nnx.remat in a loop: the norms of a stacked param are the
+  sum over the scan's iterations (its slices are distinct params)."""
+  loss_fn, params = cj.from_nnx(ScanLM(layers=3, mode=mode), lm_loss)
+  batch = padded_tokens()
+  paths = cj.norm_paths(loss_fn, params, batch, method='ghost')
+  assert 'vmap' not in paths.values(), paths
+  assert_matches_vmap(loss_fn, params, batch, method='ghost')
+
+
+@pytest.mark.slow  # the remat-free scan: test_layers_under_nnx_scan_and_remat
+def test_layers_under_plain_nnx_scan_are_ghost():
+  loss_fn, params = cj.from_nnx(ScanLM(layers=3, mode='scan'), lm_loss)
+  assert_matches_vmap(loss_fn, params, padded_tokens(), method='ghost')

@@ -77,7 +77,7 @@ per-example vmap gradients for it with method='auto'):
   {'dense': {'bias': True, 'kernel': True}, 'temperature': True}
 """
 
-from typing import Dict, Optional
+from typing import Dict, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -122,7 +122,11 @@ def _ghost_hook(layer, p32, dtypes, q_slots):
     x, named = ghost_plan.split_args(base_call, module, args, kwargs)
     apply, undo = ghost_plan.example_first(
         info, module_hooks.pure_apply(module, base_call, named))
-    p = {name: p32[name] for name in layer.params}
+    if layer.inside:  # in jit / scan / remat: this call's values (slices)
+      p = {name: ghost_rules.as_f32(getattr(module, name).get_value())
+           for name in layer.params}
+    else:  # float32 also for bfloat16 params: S accumulates in float32
+      p = {name: p32[name] for name in layer.params}
     return undo(ghost_rules.ghost_layer(
         rule, info, lambda p, x: apply(_cast(p, dtypes), x), p, x, q_slots))
   return hook
@@ -185,18 +189,18 @@ def scaled_sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
     axis_name: the mesh axis the chunk is sharded over, or None.
 
   Returns:
-    `(sum_grads, sq_norms, scale)`: S = Σ_i ∇ℓ_i (params-shaped, float32), a
-    params-shaped pytree of float32 [B] per-example squared norms ‖g_i‖² /
-    scale², and the power of two `scale`.
+    A `GhostPass`: S = Σ_i ∇ℓ_i (params-shaped, float32), a params-shaped
+    pytree of float32 [B] per-example squared norms ‖g_i‖² / scale², the
+    power of two `scale`, and the per-example losses.
 
   Raises:
     ValueError: with method='ghost', params no ghost rule handles (each
       named with the reason).
 
   Example:
-    >>> s, q, scale = jax.eval_shape(
+    >>> out = jax.eval_shape(
     ...     lambda p, b: scaled_sum_and_sq_norms(loss_fn, p, b), params, batch)
-    >>> s['layers'][0]['kernel'].shape, q['layers'][0]['kernel'].shape
+    >>> out.sum_grads['layers'][0]['kernel'].shape, out.losses.shape
     ((784, 32), (16,))
   """
   size = _checks.batch_size(chunk)
@@ -237,9 +241,9 @@ def scaled_sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
     with module_hooks.intercepted(hooked, ghost_plan.METHODS):
       losses = loss_fn.loss(model, chunk)
     seed = loss_seed(losses)
-    return jnp.sum(losses) * seed, (inputs, seed)
+    return jnp.sum(losses) * seed, (inputs, seed, losses)
 
-  (sum_grads, norms, dzs), (inputs, seed) = jax.grad(
+  (sum_grads, norms, dzs), (inputs, seed, losses) = jax.grad(
       total_loss, argnums=(0, 1, 2), has_aux=True)(p32, slots, perturb)
   reused_sums = {}
   if reused:
@@ -267,8 +271,24 @@ def scaled_sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
     else:
       out.append(norms[layer.key][path[-1]])
   sums = [ghost_rules.as_f32(s) / seed for s in sums]
-  return (jax.tree_util.tree_unflatten(treedef, sums),
-          jax.tree_util.tree_unflatten(treedef, out), 1.0 / seed)
+  return GhostPass(jax.tree_util.tree_unflatten(treedef, sums),
+                   jax.tree_util.tree_unflatten(treedef, out), 1.0 / seed,
+                   losses)
+
+
+class GhostPass(NamedTuple):
+  """What one ghost backward pass returns (`scaled_sum_and_sq_norms`).
+
+  Attributes:
+    sum_grads: S = Σ_i ∇ℓ_i, params-shaped, float32.
+    sq_norms: per leaf, float32 [B] per-example squared norms / scale².
+    scale: a float32 power of two.
+    losses: the per-example losses [B] of the same forward pass.
+  """
+  sum_grads: PyTree
+  sq_norms: PyTree
+  scale: jax.Array
+  losses: jax.Array
 
 
 def loss_seed(losses: jax.Array) -> jax.Array:
@@ -313,10 +333,10 @@ def sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
     >>> s['layers'][0]['kernel'].shape, q['layers'][0]['kernel'].shape
     ((784, 32), (16,))
   """
-  sums, norms, scale = scaled_sum_and_sq_norms(
-      loss_fn, params, chunk, method=method, ghost_form=ghost_form,
-      axis_name=axis_name)
-  return sums, jax.tree.map(lambda q: q * scale * scale, norms)
+  out = scaled_sum_and_sq_norms(loss_fn, params, chunk, method=method,
+                                ghost_form=ghost_form, axis_name=axis_name)
+  return out.sum_grads, jax.tree.map(lambda q: q * out.scale * out.scale,
+                                     out.sq_norms)
 
 
 def norm_paths(loss_fn, params, batch, *, method: str = 'auto',
@@ -365,15 +385,18 @@ def norm_paths(loss_fn, params, batch, *, method: str = 'auto',
           'ghost:' + plan.layers[p[:-1]].forms[p[-1]] for p in paths}
 
 
-def _all_by_vmap(loss_fn, params, chunk):
-  """(S, norms / scale², scale) from per-example vmap gradients of all."""
-  grads = jax.tree.map(ghost_rules.as_f32,
-                       vmap_grads.vmapped_grads(loss_fn, params, chunk))
+def _all_by_vmap(loss_fn, params, chunk) -> 'GhostPass':
+  """The `GhostPass` outputs from per-example vmap gradients of all."""
+  one = vmap_grads.single_example_loss(loss_fn)
+  losses, grads = jax.vmap(jax.value_and_grad(one), in_axes=(None, 0))(
+      params, chunk)
+  grads = jax.tree.map(ghost_rules.as_f32, grads)
   scale = stats_lib.power_of_two_above(stats_lib.max_abs(grads))
   scale = jnp.where(jnp.isfinite(scale) & (scale > 0), scale, 1.0)
-  return (jax.tree.map(reductions.sum_over_examples, grads),
-          jax.tree.map(lambda g: reductions.per_example_sq_norm(g / scale),
-                       grads), scale)
+  return GhostPass(
+      jax.tree.map(reductions.sum_over_examples, grads),
+      jax.tree.map(lambda g: reductions.per_example_sq_norm(g / scale), grads),
+      scale, losses)
 
 
 def _vmap_norms(loss_fn, params, chunk, paths,

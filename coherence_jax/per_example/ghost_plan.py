@@ -49,6 +49,7 @@ SUPPORTED_NAMES = ghost_registry.SUPPORTED_NAMES
 _ALLOWED_KWARGS = {'out_sharding': (None,), 'mask': (None,),
                    'use_running_average': (None, True)}
 _TRACE_CONVENTION = 'coherence_jax'
+_TAG = 'coherence_jax_ghost_call'
 
 
 @dataclasses.dataclass
@@ -64,6 +65,11 @@ class Call:
     x_shape: the input's shape.
     z_shape: the output's shape.
     z_dtype: the output's dtype.
+    p_shapes: the shapes of the layer's params in this call (a slice of
+      the stacked params inside `nnx.scan`).
+    stack: for params stacked over a scan, its length (the params' leading
+      axis); None for params used whole.
+    tag: the named scope of the call in the plan's trace.
   """
   method: str
   kwargs: Dict[str, Any]
@@ -71,6 +77,10 @@ class Call:
   x_shape: Tuple[int, ...]
   z_shape: Tuple[int, ...]
   z_dtype: Any
+  p_shapes: Dict[str, Tuple[int, ...]] = dataclasses.field(
+      default_factory=dict)
+  stack: Optional[int] = None
+  tag: str = ''
 
 
 @dataclasses.dataclass
@@ -83,6 +93,7 @@ class Layer:
   problem: Optional[str] = None
   forms: Dict[str, str] = dataclasses.field(default_factory=dict)
   rule: Optional[ghost_registry.Rule] = None
+  inside: bool = False  # called inside jit / scan / remat within the loss
 
   @property
   def key(self) -> str:
@@ -142,7 +153,7 @@ class Plan:
       for c in layer.calls:
         if 'spec' in c.info:
           g, t, k, n = contraction.dims(c.info['spec'], c.x_shape, c.z_shape)
-          forward += size * g * t * k * n
+          forward += size * g * t * k * n * (c.stack or 1)
     return ghost_rules.MATERIALIZE_COST * size * covered < 3 * forward
 
 
@@ -342,26 +353,60 @@ def _call_info(layer, module, method, x, kwargs):
   return {}, None
 
 
-def _plan_hook(layer, p_in, size, top):
+def _batched(values) -> bool:
+  """Whether any value is being vmapped (a BatchTracer)."""
+  return any(type(v).__name__ == 'BatchTracer' for v in values)
+
+
+def _stack_of(layer, p_now, p_outer):
+  """(scan length the params are stacked over or None, problem or None)."""
+  stacks = set()
+  for name in layer.params:
+    inner, outer = tuple(p_now[name].shape), tuple(p_outer[name].shape)
+    if inner == outer:
+      stacks.add(None)
+    elif outer[1:] == inner and outer:
+      stacks.add(outer[0])
+    else:
+      return None, (f'sees its param {name!r} with shape {inner}, not its '
+                    f'shape {outer} or a slice of it')
+  if len(stacks) > 1:
+    return None, 'sees some params whole and some as slices'
+  return stacks.pop(), None
+
+
+def _param_values(module, names):
+  return {name: getattr(module, name).get_value() for name in names}
+
+
+def _plan_hook(layer, p_outer, size, top, tag_prefix):
   def hook(module, base_call, args, kwargs):
     method = base_call.__name__
     x, named = split_args(base_call, module, args, kwargs)
     problem = named if x is None else None
-    if problem is None and jex_core.get_opaque_trace_state(
-        convention=_TRACE_CONVENTION) != top:
-      problem = ('is called inside a JAX transformation of the loss (jit, '
-                 'scan, vmap, checkpoint, ...); ghost norms need direct calls')
+    p_now = _param_values(module, layer.params)
+    if problem is None and _batched([x, *p_now.values()]):
+      problem = ('is called inside jax.vmap / nnx.vmap within the loss; '
+                 'ghost norms need the example axis in the layer\'s input')
     if problem is None:
       problem = _call_problem(layer, module, method, x, named, size)
     if problem is None:
       info, problem = _call_info(layer, module, method, x, named)
+    if problem is None:
+      stack, problem = _stack_of(layer, p_now, p_outer)
     if problem is not None:
       layer.flag(problem)
       return base_call(module, *args, **kwargs)
-    p = {name: p_in[name] for name in layer.params}
+    if jex_core.get_opaque_trace_state(convention=_TRACE_CONVENTION) != top:
+      layer.inside = True
+    # Zeros of the params' shapes: the hooked call does not read the params,
+    # so any path from them to the loss is a use outside the layer's calls.
+    p = {name: jnp.zeros(v.shape, v.dtype) for name, v in p_now.items()}
     apply, undo = example_first(
         info, module_hooks.pure_apply(module, base_call, named))
-    z = apply(p, x)
+    tag = f'{tag_prefix}_{len(layer.calls)}'
+    with jax.named_scope(tag):
+      z = apply(p, x)
     z_shape = getattr(z, 'shape', None)
     if z_shape is None:
       layer.flag(f'returns a {type(z).__name__}, not one array')
@@ -370,10 +415,40 @@ def _plan_hook(layer, p_in, size, top):
       layer.flag(f'output of shape {z_shape} has no leading example axis of '
                  f'size {size}')
     else:
-      layer.calls.append(Call(method, named, info, tuple(x.shape),
-                              tuple(z_shape), z.dtype))
+      layer.calls.append(Call(
+          method, named, info, tuple(x.shape), tuple(z_shape), z.dtype,
+          {n: tuple(v.shape) for n, v in p_now.items()}, stack, tag))
     return undo(z)
   return hook
+
+
+def _check_loops(layers, loops) -> None:
+  """Flags calls in loops whose params are not stacked over that loop."""
+  for layer in layers.values():
+    if layer.problem is not None:
+      continue
+    if len(layer.calls) > 1 and layer.inside:
+      layer.flag('is called several times, inside a JAX transformation of '
+                 'the loss (jit, scan, checkpoint); ghost norms need such '
+                 'layers called directly')
+      continue
+    for call in layer.calls:
+      around = loops.get(call.tag, [])
+      if not around and call.stack is None:
+        continue
+      if around == [call.stack]:
+        continue
+      if not around:
+        layer.flag('sees slices of its params outside a scan')
+      elif len(around) == 1 and call.stack is None:
+        layer.flag('is called in a loop (scan) with the same params in every '
+                   'iteration (ghost norms need the cross terms between '
+                   'iterations: stack the layer over the scan, as '
+                   'nnx.scan over nnx.vmap-created layers does, or call it '
+                   'directly)')
+      else:
+        layer.flag(f'is called inside loops {around} that ghost norms do not '
+                   'follow (one scan over params stacked along it is)')
 
 
 def example_first(info, apply):
@@ -464,13 +539,14 @@ def _forms(layer, forced, params) -> Dict[str, str]:
   """{param name: form} of a layer whose calls are all recorded."""
   if not layer.calls:
     return {name: 'unused' for name in layer.params}
-  p = module_hooks.get_path(params, layer.path)
+  del params
+  shapes = layer.calls[0].p_shapes  # slices, for params stacked over a scan
   if layer.kind == 'linear':
     return _linear_forms(layer, forced)
   if layer.kind == 'embed':
-    return _embed_forms(layer, forced, p['embedding'].shape)
+    return _embed_forms(layer, forced, shapes['embedding'])
   if layer.kind == 'conv':
-    return _conv_forms(layer, forced, p['kernel'].shape)
+    return _conv_forms(layer, forced, shapes['kernel'])
   if layer.kind in ('module', 'registered'):
     return {name: layer.kind for name in layer.params}
   return {name: 'materialize' for name in layer.params}
@@ -508,18 +584,19 @@ def plan(loss_fn, params, chunk, size: int,
   """
   layers, unsupported = _inventory(loss_fn.model(params))
 
-  def traced(p_out, p_in, chunk):
+  def traced(p_out, chunk):
     top = jex_core.get_opaque_trace_state(convention=_TRACE_CONVENTION)
     model = loss_fn.model(p_out)
     nodes = dict(nnx.iter_graph(model))
     hooked = [(nodes[path], _plan_hook(layer,
-                                       module_hooks.get_path(p_in, path),
-                                       size, top))
-              for path, layer in layers.items()]
+                                       module_hooks.get_path(params, path),
+                                       size, top, f'{_TAG}{i}'))
+              for i, (path, layer) in enumerate(layers.items())]
     with module_hooks.intercepted(hooked, METHODS):
       return jnp.sum(loss_fn.loss(model, chunk))
 
-  closed = jax.make_jaxpr(traced)(params, params, chunk)
+  closed = jax.make_jaxpr(traced)(params, chunk)
+  _check_loops(layers, jaxpr_deps.loops_around(closed, _TAG))
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   owner = {}
   for i, (kpath, _) in enumerate(flat):

@@ -1,0 +1,183 @@
+"""Models written the way researchers bring them, in the project's own code.
+
+Layouts of flax's own examples and the usual LLM code that the ghost rules
+had to learn (benchmarks/bench_brought.py times them; tests/
+test_ghost_brought.py checks them against vmap):
+  GemmaLM         Gemma-style blocks: `ScaledEmbed` (an nnx.Embed subclass
+                  that scales in its own __call__), its own `GemmaRMSNorm`
+                  class, fused qkv 'BTD,SNDH->SBTNH' or grouped-query kv
+                  'BTD,CKDH->CBTKH', gated MLP, tied output head;
+  PositionTableLM GPT-style with a raw `nnx.Param` position table read in
+                  the root module;
+  ScanLM          pre-LN blocks created with nnx.vmap and applied with
+                  nnx.scan ("scan over layers"), optionally each under
+                  nnx.remat, or in a Python loop of nnx.remat calls.
+
+Example:
+  >>> model = GemmaLM(vocab=13, dim=8, heads=2, kv_heads=1, layers=1)
+  >>> model(jnp.ones((2, 5), jnp.int32)).shape
+  (2, 5, 13)
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class GemmaRMSNorm(nnx.Module):
+  """Gemma's RMSNorm: a class of its own, scale used as (1 + scale)."""
+
+  def __init__(self, dim):
+    self.scale = nnx.Param(jnp.linspace(-0.2, 0.3, dim))
+
+  def __call__(self, x):
+    var = jnp.mean(x * x, axis=-1, keepdims=True)
+    return x * jax.lax.rsqrt(var + 1e-6) * (1 + self.scale[...])
+
+
+def gemma_rms_sq_norms(module, params, x, dz):
+  """A ghost rule for GemmaRMSNorm: ‖Σ_t δ_t ⊙ x̂_t‖² per example."""
+  del module, params
+  normed = x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6)
+  g = (dz * normed).reshape(x.shape[0], -1, x.shape[-1]).sum(1)
+  return {'scale': (g * g).sum(-1)}
+
+
+class ScaledEmbed(nnx.Embed):
+  """Gemma's embedder: the lookup times √features, in its own __call__."""
+
+  def __call__(self, inputs):
+    return super().__call__(inputs) * jnp.sqrt(float(self.features))
+
+
+class GemmaBlock(nnx.Module):
+  """Pre-norm attention (fused or grouped-query) and a gated MLP."""
+
+  def __init__(self, dim, heads, kv_heads, head_dim, rngs):
+    self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+    self.attn_norm = GemmaRMSNorm(dim)
+    if kv_heads == heads:
+      self.qkv = nnx.Einsum('BTD,SNDH->SBTNH', (3, heads, dim, head_dim),
+                            rngs=rngs)
+    else:
+      self.q = nnx.Einsum('BTD,NDH->BTNH', (heads, dim, head_dim), rngs=rngs)
+      self.kv = nnx.Einsum('BTD,CKDH->CBTKH', (2, kv_heads, dim, head_dim),
+                           rngs=rngs)
+    self.attn_out = nnx.Einsum('BTNH,NHD->BTD', (heads, head_dim, dim),
+                               rngs=rngs)
+    self.mlp_norm = GemmaRMSNorm(dim)
+    self.gate = nnx.Einsum('BTD,GDF->GBTF', (2, dim, 2 * dim), rngs=rngs)
+    self.down = nnx.Linear(2 * dim, dim, use_bias=False, rngs=rngs)
+
+  def __call__(self, x):
+    h = self.attn_norm(x)
+    if self.kv_heads == self.heads:
+      q, k, v = self.qkv(h)
+    else:
+      q = self.q(h)
+      k, v = self.kv(h)
+      rep = self.heads // self.kv_heads
+      k, v = jnp.repeat(k, rep, axis=2), jnp.repeat(v, rep, axis=2)
+    logits = jnp.einsum('btnh,bsnh->bnts', q, k) / jnp.sqrt(self.head_dim)
+    mask = jnp.tril(jnp.ones((x.shape[1],) * 2, bool))
+    att = jax.nn.softmax(jnp.where(mask, logits, -1e9), axis=-1)
+    x = x + self.attn_out(jnp.einsum('bnts,bsnh->btnh', att, v))
+    gate, up = self.gate(self.mlp_norm(x))
+    return x + self.down(jax.nn.gelu(gate) * up)
+
+
+class GemmaLM(nnx.Module):
+  """Gemma-style LM: scaled embedding, blocks in a Python loop, tied head."""
+
+  def __init__(self, vocab=13, dim=8, heads=2, kv_heads=2, head_dim=4,
+               layers=1, seed=0):
+    rngs = nnx.Rngs(seed)
+    self.embed = ScaledEmbed(vocab, dim, rngs=rngs)
+    self.blocks = nnx.List([GemmaBlock(dim, heads, kv_heads, head_dim, rngs)
+                            for _ in range(layers)])
+    self.final_norm = GemmaRMSNorm(dim)
+
+  def __call__(self, tokens):
+    x = self.embed(tokens)
+    for block in self.blocks:
+      x = block(x)
+    return self.embed.attend(self.final_norm(x))
+
+
+class PositionTableLM(nnx.Module):
+  """GPT-style: a raw nnx.Param position table added in the root module."""
+
+  def __init__(self, vocab=13, dim=8, length=16, seed=0):
+    rngs = nnx.Rngs(seed)
+    self.embed = nnx.Embed(vocab, dim, rngs=rngs)
+    self.position = nnx.Param(0.1 * jnp.ones((length, dim)))
+    self.mlp = nnx.Linear(dim, dim, rngs=rngs)
+
+  def __call__(self, tokens):
+    x = self.embed(tokens) + self.position[...][:tokens.shape[1]]
+    return self.embed.attend(jnp.tanh(self.mlp(x)))
+
+
+class ScanBlock(nnx.Module):
+  """Pre-LN block: LayerNorm, attention-free token mixing by a Linear."""
+
+  def __init__(self, dim, rngs):
+    self.norm = nnx.LayerNorm(dim, rngs=rngs)
+    self.up = nnx.Linear(dim, 2 * dim, rngs=rngs)
+    self.down = nnx.Linear(2 * dim, dim, rngs=rngs)
+
+  def __call__(self, x):
+    return x + self.down(jax.nn.gelu(self.up(self.norm(x))))
+
+
+class ScanLM(nnx.Module):
+  """Blocks stacked over a layer axis: 'scan', 'scan_remat' or 'remat_loop'.
+
+  Example:
+    >>> ScanLM(layers=2, mode='scan_remat').blocks.up.kernel.shape
+    (2, 8, 16)
+  """
+
+  def __init__(self, vocab=13, dim=8, layers=2, mode='scan', seed=0):
+    rngs = nnx.Rngs(seed)
+    self.mode = mode
+    self.embed = nnx.Embed(vocab, dim, rngs=rngs)
+
+    @nnx.split_rngs(splits=layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make(rngs):
+      return ScanBlock(dim, rngs)
+
+    if mode == 'remat_loop':
+      self.blocks = nnx.List([ScanBlock(dim, rngs) for _ in range(layers)])
+    else:
+      self.blocks = make(rngs)
+    self.final_norm = nnx.LayerNorm(dim, rngs=rngs)
+
+  def __call__(self, tokens):
+    x = self.embed(tokens)
+    apply = lambda block, x: block(x)
+    if self.mode == 'remat_loop':
+      for block in self.blocks:
+        x = nnx.remat(apply)(block, x)
+    else:
+      body = nnx.remat(apply) if self.mode == 'scan_remat' else apply
+
+      @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+      def run(x, block):
+        return body(block, x)
+
+      x = run(x, self.blocks)
+    return self.embed.attend(self.final_norm(x))
+
+
+def lm_loss(model, batch):
+  """Per-example next-token loss, each example normalized by its own count
+  of non-pad (nonzero) targets."""
+  tokens = batch['tokens']
+  logits = model(tokens[:, :-1])
+  target = tokens[:, 1:]
+  keep = target != 0
+  logp = jnp.take_along_axis(jax.nn.log_softmax(logits), target[..., None],
+                             -1)[..., 0]
+  return -jnp.sum(logp * keep, -1) / jnp.maximum(jnp.sum(keep, -1), 1)

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_WORKDIR ?= /tmp/coherence_jax_demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow test-all bench clean
+.PHONY: demo test test-slow test-all bench docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,5 +29,16 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.bench_coherence
 
+# The documentation site (Sphinx + MyST, API reference from the docstrings),
+# warnings as errors: docs/_build/html/index.html.
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	rm -rf docs/_autosummary
+	$(PY) -m sphinx -W --keep-going -b html -q docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info docs/_build docs/_autosummary

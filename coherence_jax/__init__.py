@@ -10,6 +10,10 @@ plain traceable functions they are built from.
   per_group_grads       mean gradient of each of k equal groups of examples.
   winsorized_mean_grad, trimmed_mean_grad
                         robust mean gradients, streamed over micro-batches.
+  value_and_grad        `jax.value_and_grad` of the mean loss with the
+                        batch's CoherenceStats as aux, one backward pass.
+  NoiseScaleEMA         the gradient noise scale smoothed over steps.
+  schedules             when to measure (`should_measure(step)`).
   from_nnx              a Flax NNX model as `loss_fn(params, batch) -> [B]`.
   norm_paths            which way each param's per-example norms are taken.
   register_ghost_rule   ghost norms for a layer type of one's own.
@@ -29,11 +33,14 @@ Example:
 
 from coherence_jax import aggregators
 from coherence_jax import models
+from coherence_jax import schedules
 from coherence_jax.api import coherence_stats
 from coherence_jax.api import per_example_grads
 from coherence_jax.api import per_example_sq_norms
 from coherence_jax.api import per_group_grads
 from coherence_jax.api import trimmed_mean_grad
+from coherence_jax.api import value_and_grad
+from coherence_jax.noise_scale import NoiseScaleEMA
 from coherence_jax.api import winsorized_mean_grad
 from coherence_jax.per_example.ghost import norm_paths
 from coherence_jax.per_example.ghost_registry import register_ghost_rule
@@ -43,6 +50,7 @@ from coherence_jax.stats import CoherenceStats
 
 __all__ = [
     'CoherenceStats',
+    'NoiseScaleEMA',
     'aggregators',
     'coherence_stats',
     'from_nnx',
@@ -52,7 +60,9 @@ __all__ = [
     'per_example_sq_norms',
     'per_group_grads',
     'register_ghost_rule',
+    'schedules',
     'trimmed_mean_grad',
     'unregister_ghost_rule',
+    'value_and_grad',
     'winsorized_mean_grad',
 ]

@@ -24,6 +24,7 @@ import jax
 from coherence_jax import _checks
 from coherence_jax import coherence
 from coherence_jax import explicit_batch
+from coherence_jax import own_loop
 from coherence_jax._tree import LossFn
 from coherence_jax._tree import PyTree
 from coherence_jax.aggregators import streaming
@@ -108,6 +109,68 @@ trimmed_mean_grad = _doc_note(_jit_with_probe(
     streaming.trimmed_mean_grad,
     ('loss_fn', 'c', 'microbatch_size', 'axis_name'), 'global'))
 
+value_and_grad_stats = _doc_note(_jit_with_probe(
+    own_loop.value_and_grad_stats,
+    ('loss_fn', 'microbatch_size', 'axis_name', 'method', 'ghost_form'),
+    'global'))
+
+
+def value_and_grad(loss_fn: LossFn, *, method: str = 'auto',
+                   microbatch_size=None, axis_name=None, ghost_form=None,
+                   check_independence: bool = True):
+  """`jax.value_and_grad` of the mean loss, with coherence stats as the aux.
+
+  `f = value_and_grad(loss_fn)` is `f(params, batch) -> ((mean_loss, stats),
+  mean_grads)`, the layout of `jax.value_and_grad(..., has_aux=True)`, from
+  ONE backward pass (ghost norms yield S = Σ g_i, and mean_grads = S / m):
+  a training step that also measures the batch's coherence at about the
+  cost of the step (`own_loop.value_and_grad_stats`). `mean_grads` equal
+  `jax.grad` of the mean loss, `stats` equal `coherence_stats` (float32
+  summation order aside). Works under `jax.jit`, inside `jax.shard_map` /
+  `jax.pmap` with `axis_name` (loss, grads and stats are then global: the
+  means over every device's examples), with `microbatch_size` (grads
+  accumulated over chunks) and on batches sharded over Explicit mesh axes.
+
+  The gradient is that of the model in inference mode (`from_nnx` calls
+  `model.eval()`): per-example gradients need examples that do not interact
+  (no dropout keyed per batch, no train-mode BatchNorm).
+
+  Args:
+    loss_fn: `loss_fn(params, batch) -> [B]`; from `from_nnx` for the one-pass
+      ghost path; any other loss takes per-example vmap gradients.
+    method, microbatch_size, axis_name, ghost_form: as for `coherence_stats`.
+    check_independence: probe once per batch layout that examples do not
+      interact (see `coherence_stats`).
+
+  Returns:
+    `f(params, batch) -> ((mean_loss, stats), mean_grads)`, jitted.
+
+  Raises:
+    ValueError: a bad method, form or microbatch_size (here); the call raises
+      what `coherence_stats` raises.
+
+  Example:
+    >>> grad_fn = cj.value_and_grad(loss_fn)
+    >>> (loss, stats), grads = grad_fn(params, batch)
+    >>> float(stats.m_coherence()) > 0, grads['layers'][1]['bias'].shape
+    (True, (10,))
+    >>> (loss2, _), _ = jax.jit(grad_fn)(params, batch)   # inside your jit
+    >>> bool(jnp.allclose(loss, loss2))
+    True
+  """
+  ghost.check_ghost_args(loss_fn, method, ghost_form)
+  _checks.check_microbatch_size(microbatch_size)
+
+  def value_grads_and_stats(params, batch):
+    return value_and_grad_stats(
+        loss_fn, params, batch, microbatch_size=microbatch_size,
+        axis_name=axis_name, method=method, ghost_form=ghost_form,
+        check_independence=check_independence)
+
+  return value_grads_and_stats
+
+
 __all__ = ['CoherenceStats', 'coherence_stats', 'per_example_grads',
            'per_example_sq_norms', 'per_group_grads',
-           'trimmed_mean_grad', 'winsorized_mean_grad']
+           'trimmed_mean_grad', 'value_and_grad', 'value_and_grad_stats',
+           'winsorized_mean_grad']

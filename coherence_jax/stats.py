@@ -25,7 +25,7 @@ Example (3 examples of a one-leaf model; S = (2, 2), Q = 1 + 1 + 2):
 import dataclasses
 import functools
 import math
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -393,13 +393,74 @@ class CoherenceStats:
     s2, q, m = self._totals()
     return jnp.where(m > 0, q / s2, jnp.nan)
 
+  def noise_scale_parts(self) -> Tuple[jax.Array, jax.Array]:
+    """(|G|², tr Σ): unbiased estimates behind the gradient noise scale.
+
+    With c = ‖S‖²/Q (m-coherence), |G|² ≈ (‖S‖² − Q)/(m(m − 1)) estimates
+    the squared norm of the true (expected) gradient and tr Σ ≈
+    (Q − ‖S‖²/m)/(m − 1) the total variance of one example's gradient
+    (McCandlish et al. 2018, appendix A, with B_small = 1, B_big = m). Average
+    these over steps before dividing (`noise_scale.NoiseScaleEMA`).
+
+    Returns:
+      Two float32 scalars in plain units (squares of gradients: they
+      overflow float32 for gradients above ~1e19); nan for count ≤ 1. |G|²
+      is negative when c < 1 (the sample's mean gradient is smaller than
+      its noise predicts).
+
+    Example:
+      >>> stats = CoherenceStats.from_grads(
+      ...     {'w': jnp.array([[1., 0.], [0., 1.], [1., 1.]])})
+      >>> [round(float(x), 4) for x in stats.noise_scale_parts()]  # 4/6, (4-8/3)/2
+      [0.6667, 0.6667]
+    """
+    s2, q, m = self._totals()
+    unit2 = self.scale * self.scale
+    ok = m > 1
+    den = jnp.where(ok, m - 1.0, 1.0)
+    grad_sq = jnp.where(ok, (s2 - q) / (m * den) * unit2, jnp.nan)
+    trace_cov = jnp.where(ok, jnp.maximum(q - s2 / m, 0.0) / den * unit2,
+                          jnp.nan)
+    return grad_sq, trace_cov
+
+  def noise_scale(self) -> jax.Array:
+    """Gradient noise scale B_simple = tr Σ / |G|² = (m − c)/(c − 1) = 1/α̂ − 1.
+
+    The batch size at which the noise of a mini-batch gradient is as large as
+    the gradient itself (McCandlish et al. 2018): steps with batches much
+    smaller than it are noise-dominated, much larger ones waste examples.
+    c = ‖S‖²/Q is the m-coherence: the noise scale falls as coherence rises
+    (0 when every gradient is equal, c = m; m − 1 ... for c = 2).
+
+    Returns:
+      A float32 scalar; nan for count ≤ 1 or all-zero gradients (no
+      estimate); inf when c ≤ 1 (the estimated |G|² is not positive: the
+      mean gradient cannot be told from noise on this sample). A single
+      step's value is noisy near c = 1: smooth |G|² and tr Σ over steps
+      first (`noise_scale.NoiseScaleEMA`).
+
+    Example:
+      >>> stats = CoherenceStats.from_grads(
+      ...     {'w': jnp.array([[1., 0.], [0., 1.], [1., 1.]])})
+      >>> float(stats.noise_scale()), 1 / float(stats.alpha_unbiased()) - 1
+      (1.0, 1.0)
+      >>> float(CoherenceStats.from_grads({'w': jnp.eye(3)}).noise_scale())
+      inf
+    """
+    s2, q, m = self._totals()
+    defined = (m > 1) & (q > 0)
+    value = jnp.maximum(m * q - s2, 0.0) / jnp.where(s2 > q, s2 - q, 1.0)
+    return jnp.where(defined, jnp.where(s2 > q, value, jnp.inf), jnp.nan)
+
   def report(self) -> Dict[str, Any]:
     """Host-side summary in float64: whole network, per leaf, per module.
 
     Returns:
       A dict with 'count', 'alpha', 'm_coherence', 'alpha_unbiased',
-      'gradient_diversity', and 'layers' / 'modules' mapping a '/'-joined path
-      to {'alpha', 'm_coherence', 'share'} (share = Q_l / Q; α = Σ share·α_l).
+      'gradient_diversity', 'noise_scale', and 'layers' / 'modules' mapping a
+      '/'-joined path to {'alpha', 'm_coherence', 'noise_scale', 'share'}
+      (share = Q_l / Q; α = Σ share·α_l; a module's noise scale is that of
+      its params' gradients alone).
       A module is a leaf's parent path (a top-level leaf is its own module).
       The numbers agree with the jitted methods (same conventions).
 
@@ -410,7 +471,9 @@ class CoherenceStats:
       >>> r['count'], r['m_coherence'], r['alpha']   # ‖(1, 1, 2)‖² / 4
       (2, 1.5, 0.75)
       >>> r['layers']['dense/bias'], r['modules']['dense']['share']
-      ({'alpha': 1.0, 'm_coherence': 2.0, 'share': 0.5}, 1.0)
+      ({'alpha': 1.0, 'm_coherence': 2.0, 'noise_scale': 0.0, 'share': 0.5}, 1.0)
+      >>> r['noise_scale']   # (m − c)/(c − 1) = 0.5 / 0.5
+      1.0
     """
     m = int(jax.device_get(self.count))
     scale = float(jax.device_get(self.scale)) or 1.0   # scale 0: S = 0
@@ -546,27 +609,53 @@ def coherence_numbers(s2: float, q: float, m: int) -> Dict[str, float]:
     m: the number of examples.
 
   Returns:
-    A dict with 'alpha', 'm_coherence', 'alpha_unbiased' and
-    'gradient_diversity' (all nan when m <= 0).
+    A dict with 'alpha', 'm_coherence', 'alpha_unbiased',
+    'gradient_diversity' and 'noise_scale' (all nan when m <= 0; see
+    `noise_scale_of`).
 
   Example:
     >>> coherence_numbers(8., 4., 3)   # doctest: +NORMALIZE_WHITESPACE
     {'alpha': 0.6666666666666666, 'm_coherence': 2.0, 'alpha_unbiased': 0.5,
-     'gradient_diversity': 0.5}
+     'gradient_diversity': 0.5, 'noise_scale': 1.0}
   """
   if m <= 0:
     return dict.fromkeys(('alpha', 'm_coherence', 'alpha_unbiased',
-                          'gradient_diversity'), math.nan)
+                          'gradient_diversity', 'noise_scale'), math.nan)
   m_coh = _divide(s2, q)
   return {
       'alpha': m_coh / m,
       'm_coherence': m_coh,
       'alpha_unbiased': (m_coh - 1.0) / (m - 1.0) if m > 1 else math.nan,
       'gradient_diversity': _divide(q, s2),
+      'noise_scale': noise_scale_of(s2, q, m),
   }
+
+
+def noise_scale_of(s2: float, q: float, m: int) -> float:
+  """B_simple = (m Q − ‖S‖²)/(‖S‖² − Q), host-side, as `CoherenceStats.noise_scale`.
+
+  Args:
+    s2: ‖S‖².
+    q: Q = Σ_i ‖g_i‖².
+    m: the number of examples.
+
+  Returns:
+    nan for m <= 1 or q <= 0 (no estimate), inf for ‖S‖² <= Q (m-coherence
+    <= 1: the estimated squared mean gradient is not positive), else >= 0.
+
+  Example:
+    >>> noise_scale_of(8., 4., 3), noise_scale_of(3., 3., 3), noise_scale_of(1., 1., 1)
+    (1.0, inf, nan)
+  """
+  if m <= 1 or not q > 0:
+    return math.nan
+  if not s2 > q:
+    return math.inf
+  return max(m * q - s2, 0.0) / (s2 - q)
 
 
 def _entry(s2: float, q: float, q_total: float, m: int) -> Dict[str, float]:
   numbers = coherence_numbers(s2, q, m)
   return {'alpha': numbers['alpha'], 'm_coherence': numbers['m_coherence'],
+          'noise_scale': numbers['noise_scale'],
           'share': _divide(q, q_total) if q_total else math.nan}

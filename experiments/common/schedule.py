@@ -1,6 +1,13 @@
-"""When to measure: densely early, then at geometrically growing intervals."""
+"""When to measure: densely early, then at geometrically growing intervals.
+
+The schedules themselves are `coherence_jax.schedules.Schedule` (public, so
+a training loop of one's own measures on the same steps); these are the
+experiments' spellings of them.
+"""
 
 from typing import List
+
+from coherence_jax import schedules
 
 
 def measurement_steps(total_steps: int, dense_until: int,
@@ -21,13 +28,16 @@ def measurement_steps(total_steps: int, dense_until: int,
   """
   if growth <= 1.0:
     raise ValueError(f'growth: got {growth!r}; pass a factor > 1.')
-  steps = list(range(0, min(dense_until, total_steps) + 1))
-  step = float(max(steps[-1], 1))
-  while True:
-    step = max(step * growth, step + 1)
-    if int(step) >= total_steps:
-      break
-    steps.append(int(step))
-  if steps[-1] != total_steps:
-    steps.append(total_steps)
-  return steps
+  return schedules.Schedule(dense_until=int(dense_until), growth=growth,
+                            total_steps=int(total_steps)).steps()
+
+
+def every_steps(total_steps: int, every: int) -> List[int]:
+  """Steps 0, every, 2·every, ... below total_steps, and total_steps.
+
+  Example:
+    >>> every_steps(10, 4)
+    [0, 4, 8, 10]
+  """
+  return schedules.Schedule(every=int(every),
+                            total_steps=int(total_steps)).steps()

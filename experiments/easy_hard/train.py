@@ -26,6 +26,7 @@ import numpy as np
 from experiments.common import distributed
 from experiments.common import files
 from experiments.common import records as records_lib
+from experiments.common import schedule
 from experiments.common import supervised
 from experiments.common import validation
 from experiments.easy_hard import report
@@ -106,7 +107,8 @@ def split(s: supervised.Setup, workdir: str, train: supervised.Examples,
 
   total = supervised.total_steps(s)
   supervised.fit(run_dir, s, train, measure=measure,
-                 measure_steps=range(0, total, supervised.steps_per_epoch(s)),
+                 measure_steps=schedule.every_steps(
+                     total, supervised.steps_per_epoch(s)),
                  records=records_lib.init(s.train_size),
                  update_records=update_records, on_step=on_step, name='split')
   learnt_at_end = np.asarray(kept['records']['learnt_step']) >= 0
@@ -165,7 +167,8 @@ def train_kind(s: supervised.Setup, workdir: str, kind: str,
   total = supervised.total_steps(s, epochs, size)
   rows = supervised.fit(
       run_dir, s, train, measure=measure, epochs=epochs,
-      measure_steps=range(0, total, config.easy_hard.measure_every_steps),
+      measure_steps=schedule.every_steps(
+          total, config.easy_hard.measure_every_steps),
       train_indices=sets[f'{kind}_train'], on_step=on_step,
       name=f'train {kind}',
       # Halves are small (a few steps per epoch): checkpoint by steps.

@@ -21,6 +21,7 @@ import ml_collections
 from experiments.common import distributed
 from experiments.common import files
 from experiments.common import records as records_lib
+from experiments.common import schedule
 from experiments.common import supervised
 from experiments.common import validation
 from experiments.learning_order import report
@@ -62,7 +63,8 @@ def run_level(s: supervised.Setup, run: supervised.Run, p: float,
   total = supervised.total_steps(s)
   rows = supervised.fit(
       run.run_dir, s, run.train, measure=measure,
-      measure_steps=range(0, total, config.measure.every_steps),
+      measure_steps=schedule.every_steps(total,
+                                         config.measure.every_steps),
       records=records_lib.init(s.train_size), update_records=update_records,
       on_step=on_step, name=f'noise {p:.2f}')
   records = kept['records']  # as written to records.npz (process 0)

@@ -33,6 +33,7 @@ from experiments.common import loop
 from experiments.common import model as model_lib
 from experiments.common import plots
 from experiments.common import run_config
+from experiments.common import schedule
 from experiments.common import train_step as train_step_lib
 from experiments.common import validation
 from experiments.noisy_labels import report
@@ -167,7 +168,7 @@ def run_aggregator(config: ml_collections.ConfigDict, workdir: str, spec: str,
       run_dir,
       state=trainer.init(net.params),
       total_steps=total, train_step=train_step, measure=measure,
-      measure_steps=set(range(0, total, every)) | {total},
+      measure_steps=set(schedule.every_steps(total, every)),
       checkpoint_every=steps_per_epoch * config.train.checkpoint_every_epochs,
       on_step=on_step, log=log, place=trainer.place, writer=writer,
       metadata=run_config.metadata(config))

@@ -20,6 +20,7 @@ import ml_collections
 from experiments.common import aggregator_specs
 from experiments.common import distributed
 from experiments.common import files
+from experiments.common import schedule
 from experiments.common import supervised
 from experiments.common import validation
 from experiments.noisy_median import report
@@ -60,7 +61,8 @@ def run_aggregator(s: supervised.Setup, workdir: str, spec: str,
   total = supervised.total_steps(s)
   rows = supervised.fit(
       run_dir, s, run.train, spec=spec, measure=measure,
-      measure_steps=range(0, total, s.config.measure.every_steps),
+      measure_steps=schedule.every_steps(total,
+                                         s.config.measure.every_steps),
       on_step=on_step, name=spec)
   return supervised.write_summary(run_dir, report.summarize(rows))
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Optional
 
 import ml_collections
 
+from experiments.common import schedule
 from experiments.common import supervised
 from experiments.common import validation
 from experiments.stability_bound import report
@@ -66,7 +67,8 @@ def run_level(s: supervised.Setup, run: supervised.Run, p: float,
   total = supervised.total_steps(s)
   rows = supervised.fit(
       run.run_dir, s, run.train, measure=measure,
-      measure_steps=range(0, total, config.measure.every_steps),
+      measure_steps=schedule.every_steps(total,
+                                         config.measure.every_steps),
       on_step=on_step, name=f'noise {p:.2f}')
   return report.summarize(rows, config.train.learning_rate)
 

@@ -4,9 +4,14 @@ Build with `make docs` (warnings are errors); the site lands in docs/_build/html
 """
 
 import os
+import posixpath
+import re
+import shutil
 import sys
 
-sys.path.insert(0, os.path.abspath('..'))
+DOCS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(DOCS)
+sys.path.insert(0, ROOT)
 
 project = 'coherence_jax'
 author = 'coherence_jax authors'
@@ -24,6 +29,7 @@ extensions = [
 
 source_suffix = {'.rst': 'restructuredtext', '.md': 'markdown'}
 exclude_patterns = ['_build', 'Thumbs.db', '.DS_Store']
+suppress_warnings = ['myst.header']  # the mirrored reports start at any level
 
 myst_enable_extensions = ['dollarmath', 'colon_fence', 'deflist']
 myst_heading_anchors = 3
@@ -34,10 +40,23 @@ add_module_names = False
 autodoc_default_options = {'members': True, 'undoc-members': False}
 autodoc_member_order = 'bysource'
 autodoc_typehints = 'description'
+autodoc_typehints_description_target = 'documented'
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 # Docstrings write code in single backticks (Markdown habit): render it as code.
 default_role = 'code'
+
+# Flax NNX modules are built by a metaclass `__call__(cls, *args, **kwargs)`:
+# show their `__init__` signature instead (autodoc's own list of such
+# metaclasses is private, hence the guard).
+for _module in ('sphinx.ext.autodoc._dynamic._signatures',
+                'sphinx.ext.autodoc._legacy_class_based._documenters'):
+  try:
+    _mod = __import__(_module, fromlist=['_METACLASS_CALL_BLACKLIST'])
+    _mod._METACLASS_CALL_BLACKLIST = _mod._METACLASS_CALL_BLACKLIST | {
+        'flax.nnx.pytreelib.PytreeMeta.__call__'}
+  except (ImportError, AttributeError):
+    pass
 
 html_theme = 'furo'
 html_title = 'coherence_jax'
@@ -124,5 +143,68 @@ def _escape_docstring(app, what, name, obj, options, lines):
   lines[:] = result
 
 
+# The pages link the repository's other Markdown (benchmarks/README_*.md,
+# results/, launch/README.md) by their paths in the checkout, so the links work
+# on a code host. For the site those folders are mirrored into docs/_repo/
+# (generated, git-ignored) and every relative link is rewritten to its page
+# there, or to a page of docs/ itself.
+MIRRORED = ('benchmarks', 'launch', 'results')
+MIRROR = '_repo'
+_LINK = re.compile(r'(!?\[[^\]]*\]\()([^)\s]+)(\))')
+
+
+def _mirror_repository_pages():
+  """Copy the .md and .png files of MIRRORED into docs/_repo/."""
+  target = os.path.join(DOCS, MIRROR)
+  shutil.rmtree(target, ignore_errors=True)
+  for folder in MIRRORED:
+    for dirpath, _, files in os.walk(os.path.join(ROOT, folder)):
+      for name in files:
+        if name.endswith(('.md', '.png')):
+          src = os.path.join(dirpath, name)
+          dst = os.path.join(target, os.path.relpath(src, ROOT))
+          os.makedirs(os.path.dirname(dst), exist_ok=True)
+          shutil.copyfile(src, dst)
+
+
+def _site_link(docname, link):
+  """`link` as written in the repository file of `docname`, for the site."""
+  if re.match(r'^[a-z][a-z0-9+.-]*:', link) or link.startswith(('#', '/')):
+    return link
+  path, hash_, anchor = link.partition('#')
+  if docname.startswith(MIRROR + '/'):
+    repo_file = docname[len(MIRROR) + 1:]
+  else:
+    repo_file = 'docs/' + docname
+  target = posixpath.normpath(
+      posixpath.join(posixpath.dirname(repo_file), path))
+  if target == 'README.md':
+    site = 'index.md'
+  elif target.startswith('docs/'):
+    site = target[len('docs/'):]
+  elif target.split('/')[0] in MIRRORED and target.endswith(('.md', '.png')):
+    site = MIRROR + '/' + target
+  else:  # a source file or folder: not part of the site, shown as a path
+    return None
+  rel = posixpath.relpath(site, posixpath.dirname(docname) or '.')
+  return rel + hash_ + anchor
+
+
+def _rewrite_links(app, docname, source):
+  """Point the Markdown links of a page at the site's pages."""
+  del app
+  def fix(match):
+    site = _site_link(docname, match.group(2))
+    if site is None:  # keep the text, drop the link
+      text = match.group(1)[:-2].lstrip('!').lstrip('[')
+      return text if text.startswith('`') else '`%s`' % text
+    return match.group(1) + site + match.group(3)
+  source[0] = _LINK.sub(fix, source[0])
+
+
+_mirror_repository_pages()
+
+
 def setup(app):
   app.connect('autodoc-process-docstring', _escape_docstring, priority=100)
+  app.connect('source-read', _rewrite_links)

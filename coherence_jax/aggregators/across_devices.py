@@ -2,81 +2,26 @@
 
 Inside `jax.shard_map` with the batch sharded over a mesh axis (or inside
 `jax.pmap`), each of the D devices holds its local per-example updates
-[b, ...]. The GLOBAL batch is their concatenation in device order: device d
-(`jax.lax.axis_index`, which is also the order of a tiled `all_gather` and
-`all_to_all`) holds rows d*b .. (d+1)*b - 1, B = b * D. Shards have one
-static size, so B must be a multiple of D; there is no per-example weight
-mask (drop padding examples before sharding). The checks (2c + 1 <= B, k
-divides B) use the global B. Every function here returns exactly what the
-single-device aggregator returns on the global batch (up to the order of
-floating-point additions), the same on every device (invariant over the
-axis, so it may leave `jax.shard_map` with `out_specs=P()`).
+[b, ...]; the GLOBAL batch is their concatenation in device order (device d
+holds rows d*b .. (d+1)*b - 1, B = b * D; B must be a multiple of D, and the
+checks 2c + 1 <= B, k divides B use the global B). Every function here
+returns exactly what the single-device aggregator returns on the global
+batch (up to the order of floating-point additions), the same on every
+device: invariant over the axis, so it may leave `jax.shard_map` with
+`out_specs=P()`.
 
-Winsorized / trimmed mean: three exact schemes (`SCHEMES`). The two
-`all_to_all_*` schemes split the coordinates into D slices (the packed
-coordinates of each dtype, zero-padded up to a multiple of D; a padded
-coordinate is reduced on its own and dropped), and `all_to_all` hands device
-d every device's local data for slice d; device d reduces its slice exactly
-and one tiled `all_gather` returns the P results to every device.
-  * 'all_to_all_rows': the local rows themselves travel (b per coordinate;
-    LazyRows materialized); device d runs the single-device reduction on the
-    B rows of its slice.
-  * 'all_to_all_summaries': each device sends per coordinate 2c + 3 values:
-    its c+1 largest and c+1 smallest values (`order_stats.extreme_rows`) and
-    the sum of its "middle", the values of local ranks c+1 .. b-c (needs
-    b >= 2c + 1). Device d merges them: the global bounds
-    (lo, hi) = (x_(c+1), x_(B-c)) from the extremes
-    (`order_stats.bounds_from_extremes`); every middle value lies in
-    [lo, hi] (the local (c+1)-th smallest is >= the global one, likewise at
-    the top), so the winsorized sum is sum(middles) + the clipped sum of the
-    2c * D local top-c and bottom-c values. Trimmed: that sum minus c*lo
-    and c*hi leaves exactly the kept values x_(c+1) .. x_(B-c) (every term
-    is a clipped value: no outlier enters the subtraction); lo == hi and
-    infinite bounds are handled as on one device
-    (`order_stats.trimmed_from_middle`).
-  * 'gather_summaries': every device all-gathers all extremes (2(c+1) * D
-    per coordinate), merges the bounds of every coordinate itself, and the
-    locally clipped sums are psum-ed (trimmed: the sums strictly inside the
-    bounds and two int32 tie counts, 3 per coordinate).
+Winsorized / trimmed means have three exact schemes (`SCHEMES`):
+'all_to_all_rows' and 'all_to_all_summaries' hand the device that owns a
+slice of the coordinates every device's rows of it, or their summaries (the
+c+1 largest and smallest values and the sum of the middle), and all_gather
+the results; 'gather_summaries' all-gathers every summary. `choose_scheme`
+picks the smallest exchange: (min(b, 2c + 3) + 1) * P values per device for
+D >= 2, whatever D. Median of means exchanges chunk sums
+(`median_of_means_scheme`), the coordinate median rows or factors
+(`median_scheme`), global clipping bounds alone `global_bounds`.
 
-Communication per step, per device: the values the collectives deliver to
-it, own share included (P = number of params; an int32 count is one value;
-a psum counts P, which a ring all-reduce moves twice). The figures for the
-means were checked against the collectives' output shapes in the compiled
-HLO (8 simulated CPU devices; the winsorized mean also at 64 and 256):
-  * winsorized / trimmed mean: 'all_to_all_rows' (b + 1) * P,
-    'all_to_all_summaries' (2c + 4) * P, 'gather_summaries'
-    (2(c+1) * D + 1) * P (trimmed: + 2P of tie counts). The default
-    (`choose_scheme`) is the smallest: for D >= 2 an all_to_all scheme,
-    (min(b, 2c + 3) + 1) * P whatever D (plus at most D - 1 padded
-    coordinates per dtype). Gathering the per-example updates would be
-    B * P. ResNet-50 (P = 25.6M) at B = 1024, c = 4, float32: 1.14 GiB at
-    D = 8 and 64 (summaries, 12P), 0.48 GiB at D = 256 (rows, b = 4: 5P);
-    'gather_summaries' 7.7, 61 and 244 GiB.
-  * global clipping bounds alone (`global_bounds`, used by the streamed
-    gradients, whose clipped sums are then psum-ed): all_to_all of the
-    extremes and all_gather of the bounds, (2(c+1) + 2) * P, or the
-    all_gather of all extremes, 2(c+1) * D * P (`bounds_scheme`: the
-    smaller; the all_to_all for D >= 2).
-  * c = 0 (the mean), k = 1 groups: one psum of P values.
-  * median of means (k groups of m = B/k contiguous rows): each device sums
-    its rows in chunks of g = gcd(b, m) rows (a chunk never straddles a
-    group). 'all_to_all' (`exchange`): the device owning a slice of the
-    coordinates gets all B/g chunk sums of it, (b/g + 1) * P; 'gather': all
-    chunk sums to every device, B/g * P (k * P when every device holds
-    whole groups, D * P when every group spans whole devices).
-    `median_of_means_scheme` picks the smaller: 'all_to_all' for D >= 2
-    except at D = 2 with b/g = 1 (a tie). ResNet-50, B = 1024, k = 8:
-    195 MiB (2P) at D = 8, 64, 256; 'gather' 0.76, 6.1, 24 GiB.
-  * coordinate median of n rows in all: 'all_to_all' (b + 1) * P (rows
-    materialized) or 'gather' D times the local storage, n * P for arrays
-    (factored Dense rows, `OuterRows`, travel as their factors);
-    `median_scheme` picks the smaller per leaf.
-
-Mesh-axis types (jax 0.10 `check_vma`): the inputs are cast to vary over
-`axis_name` (`mesh_axes.as_varying`), all_to_all results vary, gathers use
-`to='invarying'` and sums leave through `psum`, so every output is invariant
-over `axis_name`.
+The schemes, their communication volumes (checked against the compiled HLO)
+and ResNet-50 figures: docs/design/across_devices.md.
 """
 
 import math
@@ -89,8 +34,9 @@ from coherence_jax import mesh_axes
 from coherence_jax._tree import PyTree
 from coherence_jax.aggregators import order_stats
 
-# Exact schemes of the distributed winsorized / trimmed mean (module
-# docstring), in the order `choose_scheme` prefers on a tie.
+# Exact schemes of the distributed winsorized / trimmed mean
+# (docs/design/across_devices.md), in the order `choose_scheme` prefers on a
+# tie.
 SCHEMES = ('all_to_all_rows', 'all_to_all_summaries', 'gather_summaries')
 BOUNDS_SCHEMES = ('all_to_all', 'gather')
 
@@ -370,7 +316,10 @@ def extremes_and_middle(x, c: int):
 
 
 def _local_rows(x, c: int, scheme: str) -> jax.Array:
-  """What one input contributes to the all_to_all: [r, n] (module docstring)."""
+  """What one input contributes to the all_to_all: [r, n].
+
+  The schemes: docs/design/across_devices.md.
+  """
   if scheme == 'all_to_all_rows':
     x = order_stats.materialize(x)
     return x.reshape(x.shape[0], -1)
@@ -462,7 +411,7 @@ def _trimmed_psum(inputs, bounds, size, c, axis_name):
 def winsorized_mean(updates: PyTree, c: int,
                     axis_name: mesh_axes.AxisName,
                     scheme: str = None) -> PyTree:
-  """Winsorized mean of the global batch (see the module docstring).
+  """Winsorized mean of the global batch (docs/design/across_devices.md).
 
   Args:
     updates: local per-example updates, leaves [b, ...] (arrays or LazyRows).
@@ -482,7 +431,7 @@ def winsorized_mean(updates: PyTree, c: int,
 def trimmed_mean(updates: PyTree, c: int,
                  axis_name: mesh_axes.AxisName,
                  scheme: str = None) -> PyTree:
-  """Trimmed mean of the global batch (see the module docstring).
+  """Trimmed mean of the global batch (docs/design/across_devices.md).
 
   Ties at either or both bounds, infinite bounds and NaN are combined as on
   one device (`order_stats.trimmed_from_middle`).

@@ -1,9 +1,10 @@
 """Per-example robust aggregators: Optax transforms over the example axis.
 
-Per-example transforms (`winsorized_mean`, `trimmed_mean`, `median_of_means`,
-  `coordinate_median`) follow `optax.contrib.differentially_private_aggregate`:
-  the updates carry a leading example (or group) axis, the transform must be
-  FIRST in `optax.chain`, and it emits ordinary params-shaped updates:
+`winsorized_mean`, `trimmed_mean`, `median_of_means` and `coordinate_median`
+take updates with a leading example (or group) axis, go FIRST in
+`optax.chain` (as `optax.contrib.differentially_private_aggregate`) and emit
+params-shaped updates. Jit the update (run eagerly, each operation of the
+order-statistics network is dispatched and compiled on its own):
 
     >>> opt = optax.chain(winsorized_mean(c=2), optax.sgd(0.1, momentum=0.9))
     >>> state = opt.init(params)
@@ -12,70 +13,26 @@ Per-example transforms (`winsorized_mean`, `trimmed_mean`, `median_of_means`,
     >>> updates['layers'][0]['kernel'].shape == params['layers'][0]['kernel'].shape
     True
 
-  (Jit the update: run eagerly, each operation of the order-statistics
-  network is dispatched and compiled on its own.)
-
-  They are `optax.experimental.aggregating.Aggregator`s, so they also work as
-  the aggregator of `aggregating.process`:
+They are `optax.experimental.aggregating.Aggregator`s too; `init` records the
+param shapes and `update` checks every leaf by path (_contract.py):
 
     >>> from optax.experimental import aggregating
     >>> opt = aggregating.process(optax.identity(), winsorized_mean(4),
     ...                           optax.sgd(0.1))
 
-  `init(params)` records the params' shapes; `update` checks every update
-  leaf BY PATH against them (every param present, no extra leaf, shape
-  [B, *param.shape]) and names the offending path otherwise (_contract.py).
-
-  The updates may also come from `factored_grads`, whose
-  Dense-layer kernels are `OuterRows` factors: the order-statistics network
-  then forms each example's outer product on the fly (never materialized),
-  which is several times faster.
-
-  Order statistics commute with adding the same vector to every example, so
-  `optax.add_decayed_weights(wd)` placed AFTER the aggregator equals the papers'
-  weight decay "added to each gradient before the median".
-
-(The transforms over steps, RM3 / RA3 / M3, are in over_steps.py.)
-
-NaN policy: non-finite values propagate, nothing raises inside jit. A NaN among
-a coordinate's values makes that coordinate's output NaN (the other
-coordinates are unaffected); +-inf are ordered values, clipped or trimmed like
-any other extreme (so winsorized_mean(c>=1) of a batch with one +inf example is
-finite). To skip such steps put `optax.apply_if_finite` AFTER the aggregator:
+NaN propagates coordinate-wise, +-inf are clipped like any extreme value; to
+skip non-finite steps wrap what comes AFTER the aggregator:
 
     >>> opt = optax.chain(winsorized_mean(1),
     ...                   optax.apply_if_finite(optax.sgd(0.1), 5))
 
-Wrapping the aggregator itself, `optax.apply_if_finite(optax.chain(
-winsorized_mean(1), ...))`, cannot work (its skip branch returns zeros shaped
-like the per-example input) and raises a ValueError that says so.
+With `axis_name` (inside `jax.shard_map` or `jax.pmap`) each device passes
+its local rows [b, ...] and gets the exact result on the global batch,
+receiving (min(b, 2c + 3) + 1) * P values whatever the device count (an
+example in `winsorized_mean`).
 
-Across devices: with `axis_name`, inside `jax.shard_map` with the batch
-sharded over that mesh axis (or inside `jax.pmap`), each device passes its
-LOCAL per-example updates [b, ...] and every device gets the exact
-single-device result on the global batch of B = b * D examples in device
-order (device d holds rows d*b .. (d+1)*b - 1). Each device receives a
-number of values independent of D (details, schemes and volumes in
-across_devices.py): an all_to_all gives the device owning a slice of the
-coordinates every device's rows of it (b per coordinate) or their summary
-(the c+1 largest and smallest values and the middle sum, 2c + 3), whichever
-is smaller, and an all_gather returns the results: (min(b, 2c + 3) + 1) * P
-values, instead of B * P for gathering the per-example updates. The result
-is invariant over the axis (`out_specs=P()`):
-
-    >>> from jax.sharding import PartitionSpec as P
-    >>> mesh = jax.make_mesh((8,), ('data',))
-    >>> tx = winsorized_mean(2, axis_name='data')
-    >>> def step(grads):                   # grads: [B / 8, *param.shape]
-    ...   return tx.update(grads, tx.init(params), params)[0]
-    >>> grads = per_example_grads(loss_fn, params, batch)   # 16 examples
-    >>> sharded = jax.device_put(grads, jax.NamedSharding(mesh, P('data')))
-    >>> update = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=P('data'),
-    ...                                out_specs=P()))(sharded)
-    >>> g = np.sort(grads['layers'][1]['bias'], axis=0)  # one device, numpy
-    >>> want = np.clip(g, g[2], g[-3]).mean(0)             # x_(3), x_(B-2)
-    >>> bool(np.allclose(update['layers'][1]['bias'], want, atol=1e-6))
-    True
+The contract, factored inputs, weight decay, NaN policy and communication:
+docs/design/coordinatewise.md. RM3 / RA3 / M3 are in over_steps.py.
 """
 
 import jax
@@ -117,6 +74,11 @@ def winsorized_mean(c: int,
   c and 100 - c with 'nearest' interpolation: at B = 100 that is this rule
   with the same c; at another B, percentile p maps to c = round(p * (B-1)/100).
 
+  References:
+    S. Chatterjee, "Coherent Gradients: An Approach to Understanding
+    Generalization in Gradient Descent-based Optimization", ICLR 2020,
+    arXiv:2002.10657 (winsorized gradient descent, WGD).
+
   Example:
     >>> opt = optax.chain(winsorized_mean(c=2), optax.sgd(0.1))
     >>> state = opt.init(params)
@@ -124,17 +86,30 @@ def winsorized_mean(c: int,
     >>> updates, state = step(per_example_grads(loss_fn, params, batch),
     ...                       state, params)
 
+    Across the 8 devices of a mesh, each holding B / 8 examples' updates:
+
+    >>> from jax.sharding import PartitionSpec as P
+    >>> mesh = jax.make_mesh((8,), ('data',))
+    >>> tx = winsorized_mean(2, axis_name='data')
+    >>> def step(grads):                   # grads: [B / 8, *param.shape]
+    ...   return tx.update(grads, tx.init(params), params)[0]
+    >>> grads = per_example_grads(loss_fn, params, batch)   # 16 examples
+    >>> sharded = jax.device_put(grads, jax.NamedSharding(mesh, P('data')))
+    >>> update = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=P('data'),
+    ...                                out_specs=P()))(sharded)
+    >>> g = np.sort(grads['layers'][1]['bias'], axis=0)  # one device, numpy
+    >>> want = np.clip(g, g[2], g[-3]).mean(0)             # x_(3), x_(B-2)
+    >>> bool(np.allclose(update['layers'][1]['bias'], want, atol=1e-6))
+    True
+
   Args:
     c: number of values clipped at each end, per coordinate.
     axis_name: None on one device. Inside `jax.shard_map` / `jax.pmap`, the
       mesh axis (or tuple of axes) the batch is sharded over: each device
       passes its local updates [b, ...] and gets the winsorized mean of the
-      global batch (B = b * D, 2c + 1 <= B). Communication per step and
-      device, independent of D: an all_to_all of min(b, 2c + 3) * P values
-      (each device's rows, or its c+1 largest and smallest values and middle
-      sum, for the slice of P/D coordinates the device reduces) and an
-      all_gather of the P results (P = number of params), versus B * P to
-      gather the per-example updates (across_devices.choose_scheme).
+      global batch (B = b * D, 2c + 1 <= B), receiving
+      (min(b, 2c + 3) + 1) * P values per step whatever D (P = number of
+      params; schemes in docs/design/across_devices.md).
   Returns:
     An `Aggregator` (a `GradientTransformationExtraArgs`): `init(params)`
     records the param shapes; `update(updates, state, params=None)` takes
@@ -150,6 +125,11 @@ def trimmed_mean(c: int,
                  ) -> optax.GradientTransformation:
   """Trimmed mean over the leading axis: mean of x_(c+1), ..., x_(B-c).
 
+  References:
+    The companion of winsorized GD in S. Chatterjee, "Coherent Gradients: An
+    Approach to Understanding Generalization in Gradient Descent-based
+    Optimization", ICLR 2020, arXiv:2002.10657.
+
   Example:
     >>> opt = optax.chain(trimmed_mean(c=2), optax.sgd(0.1))
 
@@ -158,9 +138,8 @@ def trimmed_mean(c: int,
     axis_name: None on one device. Inside `jax.shard_map` / `jax.pmap`, the
       mesh axis (or axes) the batch is sharded over: each device passes its
       local updates [b, ...] and gets the trimmed mean of the global batch
-      (B = b * D). Communication per step and device, independent of D:
-      (min(b, 2c + 3) + 1) * P values, as `winsorized_mean`, versus B * P to
-      gather the per-example updates.
+      (B = b * D), receiving (min(b, 2c + 3) + 1) * P values per step
+      whatever D, as `winsorized_mean`.
   Returns:
     An `Aggregator` (a `GradientTransformationExtraArgs`): `init(params)`
     records the param shapes; `update(updates, state, params=None)` takes
@@ -214,6 +193,11 @@ def median_of_means(num_groups: int,
   values. `num_groups=1` is the mean. Cheaper equivalent without per-example
   gradients: `per_group_grads(loss_fn, params, batch, k)` + `coordinate_median()`.
 
+  References:
+    P. Zielinski, S. Krishnan, S. Chatterjee, "Weak and Strong Gradient
+    Directions: Explaining Memorization, Generalization, and Hardness of
+    Examples at Scale", arXiv:2003.07422 (median of means, M3).
+
   Example:
     >>> opt = optax.chain(median_of_means(3), optax.sgd(0.1))
 
@@ -223,13 +207,8 @@ def median_of_means(num_groups: int,
       mesh axis (or axes) the batch is sharded over: the groups are
       contiguous groups of the GLOBAL batch (device d holds rows
       d*b .. (d+1)*b - 1), so the result equals one device's on that batch.
-      Communication: each device sums its rows in chunks of
-      g = gcd(b, B/k) rows; an all_to_all gives the device owning a slice of
-      the coordinates all chunk sums of it and an all_gather returns the
-      medians, (b/g + 1) * P values per device (2P when each group spans
-      whole devices, (k/D + 1) * P when each device holds whole groups), or
-      the all_gather of all B/g chunk sums when that is no more; k = 1: a
-      psum of P.
+      Each device exchanges sums of chunks of gcd(b, B/k) rows, 2P values
+      when each group spans whole devices (docs/design/across_devices.md).
   Returns:
     An `Aggregator` (a `GradientTransformationExtraArgs`): `init(params)`
     records the param shapes; `update(updates, state, params=None)` takes
@@ -271,6 +250,11 @@ def coordinate_median(axis_name: mesh_axes.AxisName = None
   With `per_group_grads(loss_fn, params, batch, 3)` this is median of means
   with 3 groups at about the cost of one ordinary gradient.
 
+  References:
+    P. Zielinski, S. Krishnan, S. Chatterjee, "Weak and Strong Gradient
+    Directions: Explaining Memorization, Generalization, and Hardness of
+    Examples at Scale", arXiv:2003.07422 (median of means, M3).
+
   Example:
     >>> opt = optax.chain(coordinate_median(), optax.sgd(0.1))
     >>> g = per_group_grads(loss_fn, params, batch, 4)   # leading axis 4
@@ -281,10 +265,8 @@ def coordinate_median(axis_name: mesh_axes.AxisName = None
   Args:
     axis_name: None on one device. Inside `jax.shard_map` / `jax.pmap`, the
       mesh axis (or axes) the rows are sharded over: the median of all
-      devices' rows (in device order). Communication per leaf, the smaller
-      of: an all_to_all of the b local rows of each device's slice of the
-      coordinates and an all_gather of the medians, (b + 1) * P values; or
-      an all_gather of all n rows, n * P (`OuterRows` travel as factors).
+      devices' rows (in device order), (b + 1) * P values per device or
+      n * P, whichever is smaller per leaf (docs/design/across_devices.md).
       Feed it few rows (e.g. `per_group_grads(..., axis_name=...)`).
   Returns:
     An `Aggregator` (a `GradientTransformationExtraArgs`): `init(params)`

@@ -1,58 +1,23 @@
 """Coordinate-wise order statistics along a leading axis, fast on XLA:CPU.
 
-The kernels work on one array `x` of shape [n, ...] and reduce the leading axis.
-Small selections use Python-unrolled compare-exchange networks of elementwise
-ops: XLA fuses the whole network into one loop over the coordinates, which
-was 15-30x faster than `jnp.sort` along the leading axis on XLA:CPU (see
-benchmarks/README_aggregators.md). The winsorized / trimmed networks
-compare and select (`_select_descending`: r < v, then two selects), which
-XLA:CPU vectorizes to a max and a min instruction; NaN-propagating
-`max`/`min` lower to several instructions each, and the select networks ran
-2-2.7x faster at the same compile time. Large c (> MAX_NETWORK_C) falls back
-to `jnp.sort`.
+The kernels work on one array `x` of shape [n, ...] and reduce the leading
+axis. Small selections are Python-unrolled compare-exchange networks of
+elementwise ops, which XLA fuses into one loop over the coordinates (15-30x
+faster than `jnp.sort` on XLA:CPU); large c (> MAX_NETWORK_C) falls back to
+`jnp.sort`. Winsorized and trimmed means come from an `Extremes` summary
+(the c largest and c smallest values plus the sum, max and min of the
+"middle"), which merges exactly across row sets and devices
+(`extreme_rows`, `bounds_from_extremes`). Inputs may be `LazyRows` (e.g.
+Dense gradients as outer-product factors), formed inside the network and
+never materialized; more than MAX_UNROLLED_ROWS rows are streamed in blocks
+with `lax.scan`, so code size does not grow with n. `pack_leaves` makes one
+network per packed input, not one per leaf.
 
-Winsorized and trimmed means are computed from an `Extremes` summary: the c
-largest and c smallest values, plus the sum, max and min of every other value
-(the "middle"). Values are streamed through the summary one row at a time; an
-outlier is never added to the middle sum, so there is no `sum - outliers`
-cancellation. Summaries of disjoint sets of rows merge exactly (`merge`).
-Across devices (across_devices.py) each device sends only its c+1 largest and
-c+1 smallest values per coordinate (`extreme_rows`, a scanned register fold);
-the concatenated summaries give the global clipping bounds exactly
-(`bounds_from_extremes`).
+NaN propagates (a NaN among a coordinate's values makes its result NaN);
++-inf are ordinary, ordered values, clipped or trimmed like any other.
 
-Inputs may also be `LazyRows` (e.g. per-example Dense-layer gradients kept as
-outer-product factors, factored_dense.py): row i is computed inside the
-network, so XLA fuses it into the selection loop and the [n, ...] tensor is
-never materialized. Longer inputs (n > MAX_UNROLLED_ROWS) are streamed in
-blocks of BLOCK_ROWS rows with `lax.scan`: first the clipping bounds x_(c+1),
-x_(n-c) (`thresholds`), then the clipped sum, so code size does not grow
-with n.
-
-Compile time versus step time (XLA:CPU; measured in
-benchmarks/README_aggregators.md). The one-pass network is the cheapest to
-run (about 4c + 3 elementwise ops per value, one fused loop), but its compile
-time grows faster than linearly with the rows it unrolls, hence
-MAX_UNROLLED_ROWS = 32. The streamed passes compile one block of rows
-(`block_rows`: 8 or 16) whatever n, but their first pass costs about 3x the
-ops: XLA:CPU computes each output of a fusion in its own loop, so carrying
-the 2(c+1) bound registers from block to block recomputes register k's
-chain for every k. `pack_leaves` makes one network per packed input, not one
-per leaf.
-
-NaN policy: NaN propagates: a NaN in any of a coordinate's values makes that
-coordinate's result NaN. The select networks never let a NaN into their
-registers (r < NaN is false), so it is carried another way: in the one-pass
-network into the middle sum (a NaN among the first 2c rows is added to it
-separately), in the streamed passes by the second pass (the clipped and
-strict-middle sums keep a NaN value; `thresholds` are those of the non-NaN
-values). `extreme_rows`, `bounds_from_extremes` and `sort_rows` use
-NaN-propagating `max`/`min`; the sort fallback checks explicitly. +-inf are
-ordinary, ordered values: they are clipped or trimmed like any other extreme
-value.
-
-Rows sharded over an Explicit mesh axis (jit with a `jax.make_mesh` mesh)
-are replicated before the networks read them row by row (`replicate_rows`).
+Design notes (select networks, compile time versus step time, the NaN
+policy of each kernel, sharded rows): docs/design/order_stats.md.
 """
 
 import math

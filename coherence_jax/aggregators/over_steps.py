@@ -146,6 +146,11 @@ def rolling_median(window: int = 3, *, skip_until_full: bool = False
   `optax.add_decayed_weights` before it to decay each buffered gradient
   (after it, a "skipped" step would still apply the decay).
 
+  References:
+    P. Zielinski, S. Krishnan, S. Chatterjee, "Weak and Strong Gradient
+    Directions: Explaining Memorization, Generalization, and Hardness of
+    Examples at Scale", arXiv:2003.07422 (M3, RM3, RA3).
+
   Example:
     >>> opt = optax.chain(rolling_median(3), optax.sgd(0.1))
     >>> ref = rolling_median(3, skip_until_full=True)
@@ -170,6 +175,11 @@ def rolling_median(window: int = 3, *, skip_until_full: bool = False
 def rolling_mean(window: int = 3, *, skip_until_full: bool = False
                  ) -> optax.GradientTransformation:
   """RA3, the control for RM3: the mean of the same buffered gradients.
+
+  References:
+    P. Zielinski, S. Krishnan, S. Chatterjee, "Weak and Strong Gradient
+    Directions: Explaining Memorization, Generalization, and Hardness of
+    Examples at Scale", arXiv:2003.07422 (M3, RM3, RA3).
 
   Example:
     >>> opt = optax.chain(rolling_mean(3), optax.sgd(0.1))
@@ -200,6 +210,11 @@ def periodic_median(inner: optax.GradientTransformation,
   collected; on the last one the inner optimizer updates with their
   coordinate-wise median (momentum never sees the skipped steps). On the other
   steps the updates are zero and the inner state is unchanged.
+
+  References:
+    P. Zielinski, S. Krishnan, S. Chatterjee, "Weak and Strong Gradient
+    Directions: Explaining Memorization, Generalization, and Hardness of
+    Examples at Scale", arXiv:2003.07422 (M3, RM3, RA3).
 
   Example:
     >>> opt = periodic_median(optax.sgd(0.1), window=3)

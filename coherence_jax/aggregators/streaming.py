@@ -150,6 +150,11 @@ def winsorized_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
 
   Equals `winsorized_mean(c)` over `per_example_grads(loss_fn, params, batch)`.
 
+  References:
+    S. Chatterjee, "Coherent Gradients: An Approach to Understanding
+    Generalization in Gradient Descent-based Optimization", ICLR 2020,
+    arXiv:2002.10657 (winsorized gradient descent, WGD).
+
   Args:
     loss_fn: `loss_fn(params, batch) -> [B]` per-example losses.
     params: pytree of float arrays.
@@ -212,6 +217,11 @@ def trimmed_mean_grad(loss_fn, params: PyTree, batch: PyTree, *, c: int,
   """Trimmed mean of the per-example gradients, in bounded memory.
 
   Equals `trimmed_mean(c)` over `per_example_grads(loss_fn, params, batch)`.
+
+  References:
+    S. Chatterjee, "Coherent Gradients: An Approach to Understanding
+    Generalization in Gradient Descent-based Optimization", ICLR 2020,
+    arXiv:2002.10657 (winsorized gradient descent, WGD).
 
   Args:
     loss_fn: `loss_fn(params, batch) -> [B]` per-example losses.

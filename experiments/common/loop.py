@@ -21,7 +21,9 @@ is still checked against the config its checkpoints were made with.
 Per-example records (e.g. the step at which each example was learnt) are an
 optional second pytree, updated at the measurement steps and saved in the same
 checkpoints, so a resumed run continues them exactly; the final records are
-written to `run_dir/records.npz`. Progress (step, steps/s, ETA, the latest
+written to `run_dir/records.npz`. Every row also goes to TensorBoard event
+files in run_dir (`metric_writers`; a resumed run purges the events after
+its checkpoint, as it truncates metrics.jsonl). Progress (step, steps/s, ETA, the latest
 metrics) is logged through absl at INFO every `progress_seconds` of work.
 """
 
@@ -35,6 +37,7 @@ import numpy as np
 
 from experiments.common import checkpoints
 from experiments.common import files
+from experiments.common import metric_writers
 from experiments.common import progress as progress_lib
 
 State = Any
@@ -59,7 +62,10 @@ def run(run_dir: str, *, state: State, total_steps: int,
         update_records: Optional[Callable[[State, Any, int], Any]] = None,
         progress_seconds: float = 10.0,
         name: str = '',
-        metadata: Optional[Dict[str, Any]] = None) -> List[Row]:
+        metadata: Optional[Dict[str, Any]] = None,
+        measured_train_step: Optional[
+            Callable[[State, int], Tuple[State, jax.Array, Row]]] = None
+        ) -> List[Row]:
   """Runs steps [resumed step, total_steps]; returns every metric row.
 
   Args:
@@ -89,6 +95,12 @@ def run(run_dir: str, *, state: State, total_steps: int,
     name: the run's name in the progress lines.
     metadata: JSON-able facts saved with every checkpoint (orbax custom
       metadata), e.g. {'config': ...} (`checkpoints.saved_metadata`).
+    measured_train_step: `measured_train_step(state, step) -> (state, finite,
+      batch_row)`: the step's update together with measurements of its own
+      training batch (e.g. `Trainer.measured_step`, one backward pass for
+      both). Called at each measurement step instead of `train_step`, its
+      `batch_row` merged into the row; at the last step (no update follows)
+      its state is dropped.
 
   Returns:
     All rows of the run, the resumed ones included.
@@ -105,6 +117,7 @@ def run(run_dir: str, *, state: State, total_steps: int,
   if (records is None) != (update_records is None):
     raise ValueError('records and update_records: pass both or neither.')
   mgr = checkpoints.manager(os.path.join(run_dir, 'checkpoints'))
+  metric_writer = None
   like = {'state': state, 'elapsed_seconds': np.zeros((), np.float64)}
   if records is not None:
     like['records'] = records
@@ -120,6 +133,10 @@ def run(run_dir: str, *, state: State, total_steps: int,
     else:
       rows = [r for r in files.read_rows(metrics_path) if r['step'] < start]
     _note_missing_rows(run_dir, rows, measure_steps, start, writer)
+    metric_writer = (metric_writers.MultiWriter([
+        metric_writers.JsonlWriter(metrics_path),
+        metric_writers.TensorBoardWriter(run_dir, purge_step=start)])
+                     if writer else None)
     clock = _Clock(float(saved['elapsed_seconds']))
     reporter = progress_lib.Reporter(name or run_dir, start, total_steps,
                                      progress_seconds)
@@ -132,12 +149,18 @@ def run(run_dir: str, *, state: State, total_steps: int,
       if measuring or saving or step == total_steps:
         _check_finite(unchecked, mgr.latest_step())
         unchecked = []
+      stepped = None
       if measuring:
         if records is not None:
           records = update_records(state, records, step)
-        row = {'step': step, **measure(state, step), 'seconds': clock()}
-        if writer:
-          files.append_row(metrics_path, row)
+        batch_row = {}
+        if measured_train_step is not None:
+          stepped = measured_train_step(state, step)
+          batch_row = stepped[2]
+        row = {'step': step, **measure(state, step), **batch_row,
+               'seconds': clock()}
+        if metric_writer is not None:
+          metric_writer.write_row(row)
         rows.append(row)
         if log is not None:
           log(row)
@@ -149,11 +172,16 @@ def run(run_dir: str, *, state: State, total_steps: int,
         checkpoints.save(mgr, step, saved, metadata)
       if step == total_steps:
         break
-      state, finite = train_step(state, step)
+      if stepped is not None:   # this step's update, made while measuring
+        state, finite = stepped[0], stepped[1]
+      else:
+        state, finite = train_step(state, step)
       unchecked.append((step, finite))
       reporter.maybe_log(step + 1, finite, rows[-1] if rows else None)
   finally:
     mgr.close()
+    if metric_writer is not None:
+      metric_writer.close()
   if records is not None and writer:
     files.write_npz(os.path.join(run_dir, RECORDS),
                     **{k: np.asarray(jax.device_get(v))

@@ -60,7 +60,8 @@ for _module in ('sphinx.ext.autodoc._dynamic._signatures',
 
 html_theme = 'furo'
 html_title = 'coherence_jax'
-html_static_path = []
+html_static_path = ['_static']
+html_css_files = ['custom.css']
 napoleon_use_ivar = True  # NamedTuple fields: one description each
 napoleon_use_rtype = False  # 'Returns: type – text' in one entry
 

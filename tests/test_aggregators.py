@@ -224,7 +224,7 @@ def test_periodic_median_state_counts():
   for _ in range(4):
     _, state = tx.update(jnp.ones(2), state)
   assert int(state.mini_step) == 1
-  # gradient_step was written and never read: removed (issue 9 item 8).
+  # gradient_step was written and never read: the field is gone.
   assert state._fields == ('mini_step', 'buffer', 'inner_state')
 
 
@@ -354,7 +354,7 @@ def test_packed_leaves_match_numpy_per_leaf(b, monkeypatch):
                                  rtol, ATOL, err_msg=k)
 
 
-# ------------------------------------------ ties at both bounds (issue 8.1)
+# ------------------------------------------------------ ties at both bounds
 
 
 def test_trimmed_mean_constant_middle_long_input():
@@ -416,7 +416,7 @@ def test_trimmed_mean_streamed_counts_are_exact_in_bf16(monkeypatch):
   np.testing.assert_array_equal(np.asarray(out, np.float32), [0.5])
 
 
-# ------------------------------- compare-and-select networks: NaN (issue 10)
+# ------------------------------------------ compare-and-select networks: NaN
 
 
 @pytest.mark.parametrize('n', [13, 20])  # one network / two streamed passes

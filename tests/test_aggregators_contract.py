@@ -1,9 +1,9 @@
 """The per-example contract of the aggregators: checks, optax interfaces.
 
-Issue 8 items 3 and 13, issue 9 item 5: updates are checked by path against
-the param shapes recorded at init; the transforms are optax Aggregators (work
-in `optax.chain` and in `aggregating.process`); `optax.apply_if_finite` goes
-after the aggregator, and wrapping the aggregator raises a clear error.
+Updates are checked by path against the param shapes recorded at init; the
+transforms are optax Aggregators (work in `optax.chain` and in
+`aggregating.process`); `optax.apply_if_finite` goes after the aggregator,
+and wrapping the aggregator raises a clear error.
 """
 
 import numpy as np
@@ -45,7 +45,7 @@ def np_winsorized(x, c):
   return np.clip(s, s[c], s[-c - 1]).mean(0)
 
 
-# ------------------------------------------------------------ item 3
+# ------------------------------ updates checked by path against the params
 
 
 @pytest.mark.parametrize('make', ALL)
@@ -80,7 +80,7 @@ STATEFUL_BEFORE = {
 @pytest.mark.parametrize('jit', [False, True])
 def test_after_a_stateful_transform_per_example_grads_are_rejected(before,
                                                                    jit):
-  # Issue 20 item 2. Before: accepted; the momentum trace took the [B, ...]
+  # Before: accepted; the momentum trace took the [B, ...]
   # shape and the updates were wrong from step 2 on.
   params, grads = params_and_grads()
   tx = optax.chain(STATEFUL_BEFORE[before](), aggregators.winsorized_mean(1))
@@ -167,7 +167,7 @@ def test_init_needs_params():
     aggregators.trimmed_mean(1).init(None)
 
 
-# ------------------------------------------------ issue 9 item 5: Aggregator
+# ------------------------------------------- optax.experimental Aggregator
 
 
 def test_per_example_transforms_are_optax_aggregators():
@@ -200,7 +200,7 @@ def test_works_in_aggregating_process_and_first_in_chain(make):
       aggregating.Aggregator)
 
 
-# ------------------------------------------ issue 8 item 13: apply_if_finite
+# --------------------------------------------------------- apply_if_finite
 
 
 @pytest.mark.parametrize('jit', [False, True])
@@ -239,7 +239,7 @@ def test_apply_if_finite_after_the_aggregator_skips_a_nan_step():
   assert int(state[1].total_notfinite) == 1
 
 
-# ------------------------------------ issue 20: unclear failures made clear
+# ------------------------------------------- unclear failures made clear
 
 
 def test_numpy_integers_are_accepted_and_bools_refused():

@@ -1,5 +1,5 @@
 """A --config.<field> that the config lacks is one line listing the valid
-fields, at flag parsing (issue 20)."""
+fields, at flag parsing."""
 
 import os
 import subprocess

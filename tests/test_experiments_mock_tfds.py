@@ -1,5 +1,5 @@
 """Every experiment end to end at tiny size on tfds datasets by name, under
-`tfds.testing.mock_data` (issue 11 §6): the numbers each writes, in memory
+`tfds.testing.mock_data`: the numbers each writes, in memory
 (mnist, cifar10) and streamed (imagenet2012, or mnist with
 config.data.stream=True: read per example by index, the noise a per-index
 rule with an exact fraction); streamed and in-memory runs agree; a streamed

@@ -1,4 +1,4 @@
-"""Issue 20: integer arguments share one check (`_checks.is_int`).
+"""Integer arguments share one check (`_checks.is_int`).
 
 Numpy integers (read from an array or a config) are ints; True / False (and
 np.bool_) are not, though Python counts them as ints. Before, the check was

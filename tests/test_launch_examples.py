@@ -1,5 +1,5 @@
 """launch/README.md's examples run (dry), and the launchers refuse bad input
-in a dry run with one line naming the flag (issue 20)."""
+in a dry run with one line naming the flag."""
 
 import os
 import re

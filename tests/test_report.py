@@ -97,7 +97,7 @@ def test_noisy_labels_workdirs_get_a_table_across_noise_levels(tmp_path):
 @pytest.mark.parametrize('steps', [(0, 30, 30, 60), (0, 60, 30)])
 def test_a_damaged_metrics_file_is_refused(tmp_path, steps):
   """Rows repeated or out of order (two runs on one workdir) are not
-  reported from (issue 20)."""
+  reported from."""
   rows = [{'step': s, 'train_accuracy': 0.5, 'pristine_accuracy': 0.9,
            'corrupt_accuracy': 0.1, 'test_accuracy': 0.5, 'seconds': 1.0}
           for s in steps]

@@ -1,4 +1,4 @@
-"""A run's files damaged between starts (issue 20): metric rows lost or
+"""A run's files damaged between starts: metric rows lost or
 repeated, config.json deleted or garbage, a finished run asked for more
 epochs. Each is detected and said, never silently reported from."""
 

@@ -1,4 +1,4 @@
-"""Issue 20 item 1: m-coherence is scale-invariant on every path, 1e-30..1e30.
+"""m-coherence is scale-invariant on every path, gradients from 1e-30 to 1e30.
 
 The loss is multiplied by s (per example, carried in the batch so that one
 compiled program serves every s). Every path must return the m-coherence of

@@ -81,7 +81,7 @@ def test_power_of_two_above():
   assert float(stats_lib.power_of_two_above(jnp.float32(0))) == 1.0
 
 
-# ------------------------------------------- issue 20 item 1: merge identity
+# --------------------------------------------------------- merge identity
 
 SCALES = [1e-30, 1e-20, 1e-10, 1.0, 1e10, 1e19, 1e30]
 
@@ -194,7 +194,7 @@ def test_from_sums_rejects_a_scale_that_is_no_power_of_two():
     cj.CoherenceStats.from_sums({'w': jnp.ones(2)}, {'w': 1.0}, 2, scale=3.0)
 
 
-# --------------------------------------- issue 20 item 3: merge checks shapes
+# ---------------------------------------------------- merge checks shapes
 
 
 def test_merge_names_a_leaf_of_another_shape():

@@ -103,8 +103,8 @@ def test_streaming_nnx_model_uses_factored_grads_and_matches(m):
 
 
 def test_trimmed_mean_grad_constant_middle():
-  # Issue 8.1: two passes (microbatch 4 < B = 10), every example's gradient
-  # for the bias is 3, so x_(c+1) == x_(B-c) == 3; it returned 6.75.
+  # Ties at both bounds: two passes (microbatch 4 < B = 10), every example's
+  # gradient for the bias is 3, so x_(c+1) == x_(B-c) == 3; it returned 6.75.
   loss = lambda p, b: b['x'] * p['b']
   batch = {'x': jnp.full((10,), 3.0)}
   for fn in (cj.trimmed_mean_grad, cj.winsorized_mean_grad):  # jitted

@@ -1,5 +1,5 @@
 """One run per workdir (experiments/common/workdir_lock.py, entry.run) and
-one-line errors for workdirs the file system refuses (issue 20)."""
+one-line errors for workdirs the file system refuses."""
 
 import errno
 import os

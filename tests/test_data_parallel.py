@@ -109,6 +109,15 @@ def assert_same_rows(got, want, rtol=1e-4):
                                  rtol=rtol, err_msg=name)
     for key in ('train_accuracy', 'test_accuracy'):
       np.testing.assert_allclose(g[key], w[key], atol=1e-3, err_msg=key)
+    # The training batch, measured by the step's own backward pass (issue
+    # 19): the noise scale (m − c)/(c − 1) amplifies c's relative error by
+    # c/|c − 1| (inf on both sides where c <= 1).
+    for key in ('batch_loss', 'batch_m_coherence'):
+      np.testing.assert_allclose(g[key], w[key], rtol=rtol, err_msg=key)
+    c = w['batch_m_coherence']
+    np.testing.assert_allclose(
+        g['batch_noise_scale'], w['batch_noise_scale'],
+        rtol=rtol * (1 + c / max(abs(c - 1), 1e-3)), err_msg='noise scale')
 
 
 def test_tiny_real_vs_random_on_8_devices_equals_1_device(tmp_path):

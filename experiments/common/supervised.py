@@ -3,7 +3,9 @@
 One run = one noisy-label training set, one network, one optimizer spec, the
 resumable `loop.run` over `data.batch_indices`, and measurements of
 accuracies (train / pristine / corrupt / test, per example for records) and
-of m-coherence on a fixed sample (whole network and per module). The
+of m-coherence on a fixed sample (whole network and per module); with the
+batch-mean aggregator also the m-coherence and noise scale of the step's own
+training batch ('batch_*' keys), from the step's one backward pass. The
 experiments (coherence_evolution, learning_order, easy_hard,
 stability_bound, noisy_median, real_vs_random) differ only in what they
 sweep and measure.
@@ -111,9 +113,11 @@ class Setup(NamedTuple):
     """The (cached) trainer of an aggregator spec, e.g. 'mean' or 'rm3'."""
     if spec not in self.trainers:
       t = self.config.train
+      measure = self.config.get('measure', None) or {}
       self.trainers[spec] = train_step_lib.make_trainer(
           *aggregator_specs.build(spec, self.net.loss_fn, t.learning_rate,
-                                  t.get('momentum', None)), mesh=self.mesh)
+                                  t.get('momentum', None)), mesh=self.mesh,
+          method=measure.get('method', 'auto'))
     return self.trainers[spec]
 
 
@@ -492,9 +496,14 @@ def fit(run_dir: str, s: Setup, train: Examples, *,
       return trainer.step(state, batch, process_local=True)
     return trainer.step(state, batch)
 
+  def measure_with_lr(state, step):
+    return {**measure(state, step),
+            'learning_rate': float(config.train.learning_rate)}
+
   return loop.run(
       run_dir, state=trainer.init(s.net.params), total_steps=total,
-      train_step=train_step, measure=measure,
+      train_step=train_step, measure=measure_with_lr,
+      measured_train_step=train_step_lib.loop_measured_step(trainer, read),
       measure_steps=set(int(m) for m in measure_steps if m <= total) | {total},
       checkpoint_every=(checkpoint_every
                         or per_epoch * config.train.checkpoint_every_epochs),

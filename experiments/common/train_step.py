@@ -16,8 +16,15 @@ Example:
   >>> state, finite = trainer.step(state, batch)
   >>> mesh = distributed.make_mesh(-1)             # data-parallel
   >>> trainer = make_trainer(mean_grad(loss_fn), optax.sgd(0.1), mesh)
+  >>> state, finite, (loss, stats) = trainer.measured_step(state, batch)
+
+A batch-mean trainer's `measured_step` makes the same update and returns the
+training batch's `CoherenceStats` from the same backward pass
+(`coherence_jax.value_and_grad`): a measurement on the training batch costs
+one backward pass, not two.
 """
 
+import dataclasses
 import functools
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
@@ -28,6 +35,8 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from coherence_jax import own_loop
+from coherence_jax import sharding as cj_sharding
 from experiments.common import distributed
 
 State = Dict[str, Any]  # {'params': ..., 'opt_state': ...}
@@ -130,11 +139,133 @@ def make_train_step(grad_fn: GradFn, optimizer: optax.GradientTransformation,
   return step
 
 
+def make_measured_step(loss_fn, optimizer: optax.GradientTransformation,
+                       mesh: Optional[jax.sharding.Mesh] = None, *,
+                       method: str = 'auto',
+                       microbatch_size: Optional[int] = None):
+  """A jitted `step(state, batch) -> (state, finite, (mean_loss, stats))`.
+
+  The batch-mean step of `make_train_step(mean_grad(loss_fn), ...)` that
+  also returns the `CoherenceStats` of its training batch, both from ONE
+  backward pass (`coherence_jax.value_and_grad`: the ghost pass's
+  S = Σ g_i is the gradient). On a mesh the batch is split over 'data'
+  inside `jax.shard_map` (axis_name 'data'); zero-weight padding is counted
+  neither in the gradient's mean nor in the stats.
+  """
+  def update(state, grads):
+    updates, opt_state = optimizer.update(grads, state['opt_state'],
+                                          state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    return {'params': params, 'opt_state': opt_state}, all_finite(params)
+
+  if mesh is None:
+    @jax.jit
+    def plain(state, batch):
+      (loss, stats), grads = own_loop.value_and_grad_stats(
+          loss_fn, state['params'], batch, method=method,
+          microbatch_size=microbatch_size)
+      new_state, finite = update(state, grads)
+      return new_state, finite, (loss, stats)
+    return lambda state, batch, process_local=False: plain(state, batch)
+
+  replicated = NamedSharding(mesh, P())
+  weighted = cj_sharding.weighted_loss(loss_fn)
+
+  def local(params, data):
+    (loss, stats), grads = own_loop.value_and_grad_stats(
+        weighted, params, data, method=method,
+        microbatch_size=microbatch_size, axis_name=distributed.AXIS)
+    # value_and_grad divides by every example, padding included.
+    padded = stats.count.astype(jnp.float32)
+    real = jax.lax.psum(jnp.sum(data['weight']), distributed.AXIS)
+    grads = jax.tree.map(lambda g: (g * (padded / real)).astype(g.dtype),
+                         grads)
+    stats = dataclasses.replace(stats, count=real.astype(jnp.int32))
+    return (loss * padded / real, stats), grads
+
+  @functools.partial(jax.jit, out_shardings=replicated)
+  def sharded(state, data):
+    (loss, stats), grads = jax.shard_map(
+        local, mesh=mesh, in_specs=(P(), P(distributed.AXIS)),
+        out_specs=P())(state['params'], data)
+    new_state, finite = update(state, grads)
+    return new_state, finite, (loss, stats)
+
+  sync = (jax.process_count() > 1
+          and mesh.devices.flat[0].platform == 'cpu')
+
+  def step(state, batch, process_local=False):
+    if process_local:
+      data = distributed.shard_local_batch(batch, mesh)
+      weight = jax.make_array_from_process_local_data(
+          NamedSharding(mesh, P(distributed.AXIS)),
+          np.ones((np.shape(jax.tree.leaves(batch)[0])[0],), np.float32))
+    else:
+      data, weight = distributed.shard_batch(batch, mesh)
+      if weight is None:
+        weight = distributed._put(  # pylint: disable=protected-access
+            np.ones((np.shape(jax.tree.leaves(data)[0])[0],), np.float32),
+            NamedSharding(mesh, P(distributed.AXIS)))
+    out = sharded(state, {'examples': data, 'weight': weight})
+    return jax.block_until_ready(out) if sync else out
+  return step
+
+
+def batch_row(loss: jax.Array, stats: Any, prefix: str = 'batch_'
+              ) -> Dict[str, Any]:
+  """The metric row of a training batch's (mean loss, CoherenceStats).
+
+  Keys (with `prefix`): loss, m_coherence, alpha_unbiased, noise_scale
+  (B_simple; inf / nan where undefined, see `CoherenceStats.noise_scale`),
+  gradient_diversity, and modules {name: {m_coherence, noise_scale}}.
+  """
+  numbers = stats.report()
+  row = {f'{prefix}loss': float(loss)}
+  for key in ('m_coherence', 'alpha_unbiased', 'noise_scale',
+              'gradient_diversity'):
+    row[f'{prefix}{key}'] = numbers[key]
+  row[f'{prefix}modules'] = {
+      name: {'m_coherence': e['m_coherence'], 'noise_scale': e['noise_scale']}
+      for name, e in numbers['modules'].items()}
+  return row
+
+
+def loop_measured_step(trainer: 'Trainer',
+                       read: Callable[[int], Tuple[Any, bool]]
+                       ) -> Optional[Callable[[State, int], Any]]:
+  """`loop.run`'s measured_train_step for `trainer` (None if it has none).
+
+  Args:
+    trainer: a `Trainer` (its `measured_step`).
+    read: `read(step) -> (batch, process_local)`, the step's training batch.
+
+  Returns:
+    `measured(state, step) -> (state, finite, batch_row(...))`, or None for
+    trainers without a measured step (per-example aggregators).
+  """
+  if trainer.measured_step is None:
+    return None
+
+  def measured(state, step):
+    batch, process_local = read(step)
+    new_state, finite, (loss, stats) = trainer.measured_step(
+        state, batch, process_local=process_local)
+    return new_state, finite, batch_row(loss, stats)
+
+  return measured
+
+
 class Trainer(NamedTuple):
-  """An optimizer and its jitted step (`make_train_step`), on a mesh or not."""
+  """An optimizer and its jitted step (`make_train_step`), on a mesh or not.
+
+  `measured_step(state, batch, process_local=False) -> (state, finite,
+  (mean_loss, stats))` (batch-mean trainers only, else None): the same
+  update, with the training batch's coherence from the same backward pass.
+  """
   optimizer: optax.GradientTransformation
   step: Callable[[State, Any], Tuple[State, jax.Array]]
   mesh: Optional[jax.sharding.Mesh] = None
+  measured_step: Optional[Callable[..., Any]] = None
 
   def init(self, params: Any) -> State:
     """The initial state {'params', 'opt_state'} (replicated on the mesh)."""
@@ -148,6 +279,17 @@ class Trainer(NamedTuple):
 
 
 def make_trainer(grad_fn: GradFn, optimizer: optax.GradientTransformation,
-                 mesh: Optional[jax.sharding.Mesh] = None) -> Trainer:
-  """Trainer(optimizer, make_train_step(grad_fn, optimizer, mesh), mesh)."""
-  return Trainer(optimizer, make_train_step(grad_fn, optimizer, mesh), mesh)
+                 mesh: Optional[jax.sharding.Mesh] = None, *,
+                 method: str = 'auto',
+                 microbatch_size: Optional[int] = None) -> Trainer:
+  """Trainer(optimizer, make_train_step(grad_fn, optimizer, mesh), mesh, ...).
+
+  For a batch-mean `grad_fn` (`mean_grad`), also the `measured_step`
+  (`make_measured_step` with `method` and `microbatch_size`).
+  """
+  measured = (make_measured_step(grad_fn.loss_fn, optimizer, mesh,
+                                 method=method,
+                                 microbatch_size=microbatch_size)
+              if isinstance(grad_fn, MeanGrad) else None)
+  return Trainer(optimizer, make_train_step(grad_fn, optimizer, mesh), mesh,
+                 measured)

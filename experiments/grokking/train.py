@@ -5,7 +5,9 @@ decoder-only `Transformer` reads [a, b, '='] and is trained, full batch, with
 AdamW (weight decay 1.0) to predict (a + b) mod p at the last position. At
 log-spaced steps it measures, on two FIXED samples (training pairs and
 held-out pairs), the m-coherence of per-example gradients, whole network and
-per module, and the accuracy and loss on all training and held-out pairs.
+per module, and the accuracy and loss on all training and held-out pairs;
+the step itself measures its own training batch ('batch_*': m-coherence,
+noise scale) from its one backward pass.
 
 Writes workdir/config.json (first start), metrics.jsonl, checkpoints/,
 summary.json, report.md and grokking.png. Training is data-parallel over
@@ -144,13 +146,19 @@ def make_model(config: ml_collections.ConfigDict) -> Model:
   return Model(loss_fn, params, evaluate)
 
 
+def learning_rate_schedule(config: ml_collections.ConfigDict):
+  """Linear warm-up to the learning rate, then constant: step -> rate."""
+  t = config.train
+  return optax.warmup_constant_schedule(0.0, t.learning_rate,
+                                        max(t.warmup_steps, 1))
+
+
 def make_optimizer(config: ml_collections.ConfigDict
                    ) -> optax.GradientTransformation:
-  """AdamW, linear warm-up to the learning rate, then constant."""
+  """AdamW with `learning_rate_schedule`."""
   t = config.train
-  lr = optax.warmup_constant_schedule(0.0, t.learning_rate,
-                                      max(t.warmup_steps, 1))
-  return optax.adamw(lr, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay)
+  return optax.adamw(learning_rate_schedule(config), b1=t.b1, b2=t.b2,
+                     weight_decay=t.weight_decay)
 
 
 def coherence_numbers(stats: cj.CoherenceStats, prefix: str
@@ -205,16 +213,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   net = make_model(config)
   trainer = train_step_lib.make_trainer(
       train_step_lib.mean_grad(net.loss_fn), make_optimizer(config),
-      distributed.make_mesh(config.mesh.data))
+      distributed.make_mesh(config.mesh.data), method=config.measure.method)
   size, batch_size = train['label'].shape[0], config.train.batch_size
   device = jax.local_devices()[0]  # accuracies: on this process's device
   on_device = jax.device_put((train, test), device)
 
-  def train_step(state, step):
+  def read(step):
     if batch_size == -1:
-      return trainer.step(state, train)
+      return train, False
     idx = common_data.batch_indices(config.seed, step, batch_size, size)
-    return trainer.step(state, jax.tree.map(lambda x: x[idx], train))
+    return jax.tree.map(lambda x: x[idx], train), False
+
+  def train_step(state, step):
+    return trainer.step(state, read(step)[0])
+
+  learning_rate = learning_rate_schedule(config)
 
   def measure(state, step):
     row = {}
@@ -230,6 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       row[f'{name}_accuracy'], row[f'{name}_loss'] = float(accuracy), float(
           loss)
     row['param_norm'] = float(optax.tree.norm(params))
+    row['learning_rate'] = float(learning_rate(step))
     return row
 
   total = config.train.steps
@@ -252,7 +266,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       measure_steps=set(schedule.measurement_steps(
           total, config.measure.dense_until, config.measure.growth)),
       checkpoint_every=every, on_step=on_step, log=log, place=trainer.place,
-      writer=writer, metadata=run_config.metadata(config))
+      writer=writer, metadata=run_config.metadata(config),
+      measured_train_step=train_step_lib.loop_measured_step(trainer, read))
   summary = {**report.summarize(rows), **loop.completeness(workdir)}
   if writer:
     files.write_json(summary_path, summary)

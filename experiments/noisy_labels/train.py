@@ -123,6 +123,7 @@ def run_aggregator(config: ml_collections.ConfigDict, workdir: str, spec: str,
   writer = distributed.is_writer()
   trainer = train_step_lib.make_trainer(*aggregator_specs.build(
       spec, net.loss_fn, config.train.learning_rate), mesh=mesh)
+  # The batch-mean run measures its training batches too (one backward pass).
   size, batch_size = train['image'].shape[0], config.train.batch_size
   steps_per_epoch = size // batch_size
   total = steps_per_epoch * config.train.epochs
@@ -138,14 +139,17 @@ def run_aggregator(config: ml_collections.ConfigDict, workdir: str, spec: str,
   images, labels, test_images, test_labels = jax.device_put(
       (host_images, host_labels, test['image'], test['label']), device)
 
-  def train_step(state, step):
+  def read(step):
     idx = data.batch_indices(config.seed, step, batch_size, size)
-    return trainer.step(state, {'image': host_images[idx],
-                                'label': host_labels[idx]})
+    return {'image': host_images[idx], 'label': host_labels[idx]}, False
+
+  def train_step(state, step):
+    return trainer.step(state, read(step)[0])
 
   def measure(state, step):
     params = distributed.local_copy(state['params'])
     row = {'epoch': step / steps_per_epoch,
+           'learning_rate': float(config.train.learning_rate),
            'pristine_accuracy': float(net.accuracy(
                params, images[pristine_idx], labels[pristine_idx])),
            'corrupt_accuracy': float(net.accuracy(
@@ -171,7 +175,8 @@ def run_aggregator(config: ml_collections.ConfigDict, workdir: str, spec: str,
       measure_steps=set(schedule.every_steps(total, every)),
       checkpoint_every=steps_per_epoch * config.train.checkpoint_every_epochs,
       on_step=on_step, log=log, place=trainer.place, writer=writer,
-      metadata=run_config.metadata(config))
+      metadata=run_config.metadata(config),
+      measured_train_step=train_step_lib.loop_measured_step(trainer, read))
   summary = {**report.summarize(rows), **loop.completeness(run_dir)}
   if writer:
     files.write_json(summary_path, summary)

@@ -11,7 +11,10 @@ test_ghost_brought.py checks them against vmap):
                   the root module;
   ScanLM          pre-LN blocks created with nnx.vmap and applied with
                   nnx.scan ("scan over layers"), optionally each under
-                  nnx.remat, or in a Python loop of nnx.remat calls.
+                  nnx.remat, or in a Python loop of nnx.remat calls;
+  LinenLM         a linen Transformer LM (flax/examples/lm1b's layout);
+  LinenResNet     a linen ResNet (flax/examples/imagenet's blocks) with
+                  GroupNorm or inference-mode BatchNorm.
 
 Example:
   >>> model = GemmaLM(vocab=13, dim=8, heads=2, kv_heads=1, layers=1)
@@ -19,6 +22,7 @@ Example:
   (2, 5, 13)
 """
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -181,3 +185,89 @@ def lm_loss(model, batch):
   logp = jnp.take_along_axis(jax.nn.log_softmax(logits), target[..., None],
                              -1)[..., 0]
   return -jnp.sum(logp * keep, -1) / jnp.maximum(jnp.sum(keep, -1), 1)
+
+
+# ------------------------------------------------------------------- linen
+class LinenBlock(nn.Module):
+  """lm1b-style decoder block: pre-LN causal self-attention and MLP."""
+  dim: int
+  heads: int
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.LayerNorm()(x)
+    mask = nn.make_causal_mask(jnp.ones(x.shape[:2]))
+    h = nn.MultiHeadDotProductAttention(num_heads=self.heads,
+                                        deterministic=True)(h, h, mask=mask)
+    x = x + h
+    h = nn.Dense(4 * self.dim)(nn.LayerNorm()(x))
+    return x + nn.Dense(self.dim)(nn.gelu(h))
+
+
+class LinenLM(nn.Module):
+  """A linen Transformer LM in the layout of flax/examples/lm1b: token and
+  learned position embeddings (looked up per example), blocks, a Dense head.
+
+  Example:
+    >>> model = LinenLM(vocab=13, dim=8, heads=2, layers=1)
+    >>> p = model.init(jax.random.key(0), jnp.ones((1, 5), jnp.int32))
+    >>> model.apply(p, jnp.ones((2, 5), jnp.int32)).shape
+    (2, 5, 13)
+  """
+  vocab: int = 13
+  dim: int = 8
+  heads: int = 2
+  layers: int = 1
+  length: int = 64
+
+  @nn.compact
+  def __call__(self, tokens):
+    positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+    x = nn.Embed(self.vocab, self.dim)(tokens)
+    x = x + nn.Embed(self.length, self.dim)(positions)
+    for _ in range(self.layers):
+      x = LinenBlock(self.dim, self.heads)(x)
+    return nn.Dense(self.vocab)(nn.LayerNorm()(x))
+
+
+class LinenResidual(nn.Module):
+  """ResNet basic block (flax/examples/imagenet layout), norm chosen."""
+  filters: int
+  strides: int = 1
+  norm: str = 'group'
+
+  def normalize(self, x):
+    if self.norm == 'batch':
+      return nn.BatchNorm(use_running_average=True)(x)
+    return nn.GroupNorm(num_groups=2)(x)
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.Conv(self.filters, (3, 3), self.strides, use_bias=False)(x)
+    y = nn.relu(self.normalize(y))
+    y = self.normalize(nn.Conv(self.filters, (3, 3), use_bias=False)(y))
+    if x.shape != y.shape:
+      x = self.normalize(nn.Conv(self.filters, (1, 1), self.strides,
+                                 use_bias=False)(x))
+    return nn.relu(x + y)
+
+
+class LinenResNet(nn.Module):
+  """A small linen ResNet (imagenet example layout) on 32x32 images.
+
+  Example:
+    >>> model = LinenResNet(widths=(4, 8), classes=3)
+    >>> v = model.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))
+    >>> model.apply(v, jnp.ones((2, 8, 8, 3))).shape
+    (2, 3)
+  """
+  widths: tuple = (8, 16)
+  classes: int = 10
+  norm: str = 'group'
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Conv(self.widths[0], (3, 3), use_bias=False)(x)
+    for i, width in enumerate(self.widths):
+      x = LinenResidual(width, 2 if i else 1, self.norm)(x)
+    return nn.Dense(self.classes)(jnp.mean(x, axis=(1, 2)))

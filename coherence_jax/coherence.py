@@ -77,7 +77,7 @@ def coherence_stats(loss_fn: LossFn, params: PyTree, batch: PyTree, *,
     >>> coherence_stats(lambda w, b: b['x'] @ w, jnp.ones(3),
     ...                 {'x': jnp.ones((4, 3))}, method='ghost')
     Traceback (most recent call last):
-    ValueError: loss_fn: method='ghost' needs the model's layers, but got ...
+    ValueError: loss_fn: method='ghost' needs the model's layers, but found ...
   """
   ghost.check_ghost_args(loss_fn, method, ghost_form)
   _checks.check_per_example_loss(loss_fn, params, batch)

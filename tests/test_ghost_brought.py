@@ -105,7 +105,7 @@ def test_registered_rule_is_used_and_checked():
     cj.unregister_ghost_rule(GemmaRMSNorm)
   assert cj.norm_paths(loss_fn, params, batch)['layers/1/scale'] == (
       'ghost:module')
-  with pytest.raises(ValueError, match='module_type: expected an nnx.Module'):
+  with pytest.raises(ValueError, match='module_type: expected an nnx.Module or flax.linen'):
     cj.register_ghost_rule(lambda x: x)
 
 

@@ -94,6 +94,7 @@ from coherence_jax._tree import path_str
 from coherence_jax.per_example import ghost_plan
 from coherence_jax.per_example import ghost_reuse
 from coherence_jax.per_example import ghost_rules
+from coherence_jax.per_example import linen_ghost
 from coherence_jax.per_example import module_hooks
 from coherence_jax.per_example import nnx_bridge
 from coherence_jax.per_example import vmap_grads
@@ -149,10 +150,10 @@ def _capture_hook(layer, p32, dtypes, perturb, inputs):
 # ---------------------------------------------------------- the computation
 def _not_nnx_error(loss_fn):
   return ValueError(
-      f"loss_fn: method='ghost' needs the model's layers, but got "
-      f'{type(loss_fn).__name__}; build loss_fn with coherence_jax.from_nnx('
-      "model, loss), or pass method='auto' or 'vmap' to use per-example "
-      'gradients instead.')
+      f"loss_fn: method='ghost' needs the model's layers, but found no flax "
+      f'layer in {type(loss_fn).__name__}; build loss_fn with '
+      'coherence_jax.from_nnx(model, loss) or apply a flax.linen model in it, '
+      "or pass method='auto' or 'vmap' to use per-example gradients instead.")
 
 
 def _unsupported_error(bad):
@@ -204,12 +205,12 @@ def scaled_sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
     ((784, 32), (16,))
   """
   size = _checks.batch_size(chunk)
-  plan = ghost_plan.plan(loss_fn, params, chunk, size, ghost_form)
+  plan = _plan_of(loss_fn, params, chunk, size, ghost_form, method)
   bad = plan.fallback()
-  if bad and method == 'ghost':
-    raise _unsupported_error(bad)
-  if plan.whole_vmap_is_cheaper(params, size):
+  if plan.whole_vmap_is_cheaper(params, size) or not plan.good():
     return _all_by_vmap(loss_fn, params, chunk)
+  if not nnx_bridge.is_nnx_loss(loss_fn):
+    return _linen_pass(loss_fn, params, chunk, plan, axis_name)
   good = plan.good()
   once = {p: l for p, l in good.items() if len(l.calls) <= 1}
   reused = {p: l for p, l in good.items() if len(l.calls) > 1}
@@ -257,7 +258,51 @@ def scaled_sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
            if n in layer.params}
       reused_sums[layer.key], norms[layer.key] = ghost_reuse.reused_layer(
           layer, applies, p, inputs[layer.key], dzs[layer.key])
-  fallback = _vmap_norms(loss_fn, params, chunk, set(bad), seed)
+  return _assembled(loss_fn, params, chunk, plan, sum_grads, norms,
+                    reused_sums, seed, losses)
+
+
+def _plan_of(loss_fn, params, chunk, size, ghost_form, method):
+  """The NNX or linen plan; with method='ghost', raises on any fallback."""
+  if nnx_bridge.is_nnx_loss(loss_fn):
+    plan = ghost_plan.plan(loss_fn, params, chunk, size, ghost_form)
+  else:
+    plan = linen_ghost.plan(loss_fn, params, chunk, size, ghost_form)
+    if method == 'ghost' and not plan.layers:
+      raise _not_nnx_error(loss_fn)
+  bad = plan.fallback()
+  if bad and method == 'ghost':
+    raise _unsupported_error(bad)
+  return plan
+
+
+def _linen_pass(loss_fn, params, chunk, plan, axis_name) -> 'GhostPass':
+  """The one ghost backward pass of a loss that applies linen layers."""
+  size = _checks.batch_size(chunk)
+  good = plan.good()
+  slots = mesh_axes.as_varying(
+      {l.key: {n: jnp.zeros((size,), jnp.float32) for n in l.params}
+       for l in good.values()}, axis_name)
+  p32 = jax.tree.map(ghost_rules.as_f32, params)
+
+  def total_loss(p32, slots):
+    p = jax.tree.map(lambda v, ref: v.astype(ref.dtype), p32, params)
+    with linen_ghost.hooked(good, slots):
+      losses = loss_fn(p, chunk)
+    seed = loss_seed(losses)
+    return jnp.sum(losses) * seed, (seed, losses)
+
+  (sum_grads, norms), (seed, losses) = jax.grad(
+      total_loss, argnums=(0, 1), has_aux=True)(p32, slots)
+  return _assembled(loss_fn, params, chunk, plan, sum_grads, norms, {}, seed,
+                    losses)
+
+
+def _assembled(loss_fn, params, chunk, plan, sum_grads, norms, reused_sums,
+               seed, losses) -> 'GhostPass':
+  """The GhostPass: per leaf, S and norms from its rule or from vmap."""
+  good = plan.good()
+  fallback = _vmap_norms(loss_fn, params, chunk, set(plan.fallback()), seed)
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
   out, sums = [], []
   for kpath, _ in flat:
@@ -374,12 +419,10 @@ def norm_paths(loss_fn, params, batch, *, method: str = 'auto',
   paths = [key_tuple(kpath) for kpath, _ in flat]
   if not uses_ghost(loss_fn, method):
     return {path_str(p): 'vmap' for p in paths}
-  plan = ghost_plan.plan(loss_fn, params, batch, _checks.batch_size(batch),
-                         ghost_form)
+  size = _checks.batch_size(batch)
+  plan = _plan_of(loss_fn, params, batch, size, ghost_form, method)
   bad = plan.fallback()
-  if bad and method == 'ghost':
-    raise _unsupported_error(bad)
-  if plan.whole_vmap_is_cheaper(params, _checks.batch_size(batch)):
+  if plan.whole_vmap_is_cheaper(params, size) or not plan.good():
     return {path_str(p): 'vmap' for p in paths}
   return {path_str(p): 'vmap' if p in bad else
           'ghost:' + plan.layers[p[:-1]].forms[p[-1]] for p in paths}
@@ -431,22 +474,17 @@ def check_ghost_args(loss_fn, method: str, ghost_form: Optional[str]) -> None:
     ghost_form: None, 'gram' or 'materialize'.
 
   Raises:
-    ValueError: an unknown method or form, or method='ghost' with a loss
-      that is not from `from_nnx`.
+    ValueError: an unknown method or form.
 
   Example:
     >>> check_ghost_args(loss_fn, 'ghost', None)
-    >>> check_ghost_args(lambda p, b: b['x'] @ p, 'ghost', None)
-    Traceback (most recent call last):
-    ValueError: loss_fn: method='ghost' needs the model's layers, but got ...
     >>> check_ghost_args(loss_fn, 'auto', 'outer')
     Traceback (most recent call last):
     ValueError: ghost_form: got 'outer'; pass None (cheapest per layer), ...
   """
+  del loss_fn  # a loss without flax layers is refused by the plan
   _checks.check_method(method, METHODS)
   ghost_rules.check_form(ghost_form)
-  if method == 'ghost' and not nnx_bridge.is_nnx_loss(loss_fn):
-    raise _not_nnx_error(loss_fn)
 
 
 def uses_ghost(loss_fn, method: str) -> bool:
@@ -457,15 +495,15 @@ def uses_ghost(loss_fn, method: str) -> bool:
     method: one of METHODS.
 
   Returns:
-    True for 'ghost' / 'auto' with a loss from `from_nnx`, else False.
+    True for 'ghost' / 'auto' (an NNX loss from `from_nnx`, or any loss
+    whose linen layers the plan finds; without layers the pass is by vmap).
 
   Example:
     >>> uses_ghost(loss_fn, 'auto'), uses_ghost(loss_fn, 'vmap')
     (True, False)
-    >>> uses_ghost(lambda p, b: b['x'] @ p, 'auto')
-    False
   """
-  return method != 'vmap' and nnx_bridge.is_nnx_loss(loss_fn)
+  del loss_fn
+  return method != 'vmap'
 
 
 def per_example_sq_norms(loss_fn, params, batch, *, method: str = 'auto',

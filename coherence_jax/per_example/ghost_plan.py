@@ -94,6 +94,7 @@ class Layer:
   forms: Dict[str, str] = dataclasses.field(default_factory=dict)
   rule: Optional[ghost_registry.Rule] = None
   inside: bool = False  # called inside jit / scan / remat within the loss
+  module_key: Any = None  # linen: (module type, scope path) at run time
 
   @property
   def key(self) -> str:
@@ -287,8 +288,15 @@ def _contraction_of(module, method, x, kwargs):
   return (None, reason) if reason else (spec, None)
 
 
-def _example_out_first(spec):
-  """(spec with the example letter first in out, its axis in the output)."""
+def example_out_first(spec):
+  """(spec with the example letter first in out, its axis in the output).
+
+  Example:
+    >>> spec, axis = example_out_first(contraction.Contraction(
+    ...     'btd', 'sdh', 'sbth'))
+    >>> spec.out, axis
+    ('bsth', 1)
+  """
   axis = spec.out.index(spec.example)
   if not axis:
     return spec, 0
@@ -341,7 +349,7 @@ def _call_info(layer, module, method, x, kwargs):
     spec, reason = _contraction_of(module, method, x, kwargs)
     if reason is not None:
       return None, reason
-    spec, axis = _example_out_first(spec)
+    spec, axis = example_out_first(spec)
     return ({'spec': spec, 'out_axis': axis} if axis else {'spec': spec},
             None)
   if layer.kind == 'embed':
@@ -535,11 +543,10 @@ def _conv_forms(layer, forced, kernel_shape) -> Dict[str, str]:
   return {'kernel': form, **forms}
 
 
-def _forms(layer, forced, params) -> Dict[str, str]:
+def forms_of(layer, forced) -> Dict[str, str]:
   """{param name: form} of a layer whose calls are all recorded."""
   if not layer.calls:
     return {name: 'unused' for name in layer.params}
-  del params
   shapes = layer.calls[0].p_shapes  # slices, for params stacked over a scan
   if layer.kind == 'linear':
     return _linear_forms(layer, forced)
@@ -609,5 +616,5 @@ def plan(loss_fn, params, chunk, size: int,
                     'read directly as an array)')
   for layer in layers.values():
     if layer.problem is None:
-      layer.forms = _forms(layer, forced, params)
+      layer.forms = forms_of(layer, forced)
   return Plan(layers, unsupported)

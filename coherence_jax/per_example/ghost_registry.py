@@ -38,6 +38,7 @@ gradient norm is ‖Σ_t δ_t ⊙ x̂_t‖², with x̂ the normalized input):
 import dataclasses
 from typing import Callable, Dict, Optional, Tuple
 
+import flax.linen as linen
 from flax import nnx
 
 # A registered rule: rule(module, params, x, dz) -> {param name: [B] per-example
@@ -102,7 +103,8 @@ def register_ghost_rule(module_type: type,
   where they do not override `methods`.
 
   Args:
-    module_type: an `nnx.Module` subclass whose params are direct attributes.
+    module_type: an `nnx.Module` (or `flax.linen.Module`) subclass whose
+      params are its own (direct attributes, or its own `self.param`s).
     sq_norms: the rule, or None for per-example gradients of the module.
     methods: the methods whose calls the rule handles (input first).
 
@@ -113,12 +115,13 @@ def register_ghost_rule(module_type: type,
   Example:
     >>> register_ghost_rule(int, None)
     Traceback (most recent call last):
-    ValueError: module_type: expected an nnx.Module subclass, got int; ...
+    ValueError: module_type: expected an nnx.Module or flax.linen.Module ...
   """
   if not (isinstance(module_type, type) and
-          issubclass(module_type, nnx.Module)):
+          issubclass(module_type, (nnx.Module, linen.Module))):
     raise ValueError(
-        'module_type: expected an nnx.Module subclass, got '
+        'module_type: expected an nnx.Module or flax.linen.Module subclass, '
+        'got '
         f'{getattr(module_type, "__name__", module_type)}; register the class '
         'of the layer (e.g. register_ghost_rule(MyRMSNorm, rule)).')
   if sq_norms is not None and not callable(sq_norms):
@@ -126,6 +129,11 @@ def register_ghost_rule(module_type: type,
                      '{param name: [B] squared norms}, or None.')
   kind = 'module' if sq_norms is None else 'registered'
   _REGISTERED[module_type] = Rule(kind, None, tuple(methods), sq_norms)
+
+
+def registered(module_type: type) -> Optional[Rule]:
+  """The rule registered for exactly `module_type`, or None."""
+  return _REGISTERED.get(module_type)
 
 
 def unregister_ghost_rule(module_type: type) -> None:

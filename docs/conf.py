@@ -41,6 +41,7 @@ autodoc_default_options = {'members': True, 'undoc-members': False}
 autodoc_member_order = 'bysource'
 autodoc_typehints = 'description'
 autodoc_typehints_description_target = 'documented'
+autodoc_typehints_format = 'short'
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 # Docstrings write code in single backticks (Markdown habit): render it as code.
@@ -64,6 +65,7 @@ html_static_path = ['_static']
 html_css_files = ['custom.css']
 napoleon_use_ivar = True  # NamedTuple fields: one description each
 napoleon_use_rtype = False  # 'Returns: type – text' in one entry
+napoleon_attr_annotations = False  # field types: internal jaxlib paths
 
 
 # The docstrings are plain text with Markdown habits (`code`, a * b, |x|,

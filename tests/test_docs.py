@@ -29,7 +29,8 @@ def test_docs_build_warning_free(tmp_path):
   assert not proc.stderr.strip(), proc.stderr
   for page in ('index.html', 'api.html',
                '_autosummary/coherence_jax.coherence_stats.html',
-               '_autosummary/coherence_jax.aggregators.winsorized_mean.html'):
+               '_autosummary/coherence_jax.aggregators.winsorized_mean.html',
+               'api/aggregators.html'):
     assert (out / page).is_file(), page
   api = (out / '_autosummary/coherence_jax.coherence_stats.html').read_text()
   assert 'microbatch_size' in api  # the signature and docstring rendered

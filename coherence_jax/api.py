@@ -79,20 +79,31 @@ def _jit_with_probe(fn, static_argnames, output=None):
   return wrapper
 
 
-def _doc_note(fn):
+def _doc_note(fn, references=''):
   fn.__doc__ = (fn.__doc__ or '') + '''
   Jitted (`loss_fn` and the configuration arguments are static). With
   `check_independence=True` (default) the first call per loss_fn and batch
   layout checks that example 0's loss does not depend on example 1 (a
   ValueError explains coupled losses such as train-mode BatchNorm).
-  '''
+  ''' + references
   return fn
+
+
+# The coherence metric α = ‖E g‖² / E‖g‖² and its m-coherence.
+_COHERENCE_REFERENCES = '''
+  References:
+    S. Chatterjee, P. Zielinski, "On the Generalization Mystery in Deep
+    Learning", arXiv:2203.10036 (2022): the coherence metric α, α⊥ and
+    m-coherence. S. Chatterjee, P. Zielinski, "Making Coherence Out of
+    Nothing At All: Measuring the Evolution of Gradient Alignment",
+    arXiv:2008.01217.
+  '''
 
 
 coherence_stats = _doc_note(_jit_with_probe(
     coherence.coherence_stats,
     ('loss_fn', 'microbatch_size', 'axis_name', 'method', 'ghost_form'),
-    'global'))
+    'global'), _COHERENCE_REFERENCES)
 per_example_grads = _doc_note(_jit_with_probe(
     vmap_grads.per_example_grads, ('loss_fn', 'microbatch_size', 'axis_name'),
     'per_example'))

@@ -116,3 +116,23 @@ def test_a_plain_loss_without_layers():
   assert cj.norm_paths(loss_fn, w, batch) == {'<root>': 'vmap'}
   with pytest.raises(ValueError, match='found no flax layer'):
     cj.per_example_sq_norms(loss_fn, w, batch, method='ghost')
+
+
+def test_linen_model_wrapped_by_nnx_bridge_to_nnx():
+  """from_nnx(nnx.bridge.ToNNX(linen model)): runs under jit (the bridge's
+  RNG counter is mutated inside the trace) and its linen layers are found."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from flax.nnx import bridge  # pylint: disable=g-import-not-at-top
+
+  model = bridge.ToNNX(LinenResNet(widths=(4,), classes=3), rngs=nnx.Rngs(0))
+  bridge.lazy_init(model, jnp.ones((1, 8, 8, 3)))
+
+  def loss(module, batch):
+    logp = jax.nn.log_softmax(module(batch['x']))
+    return -jnp.take_along_axis(logp, batch['y'][:, None], -1)[:, 0]
+
+  loss_fn, params = cj.from_nnx(model, loss)
+  batch = {'x': jax.random.normal(jax.random.key(2), (4, 8, 8, 3)),
+           'y': jnp.arange(4) % 3}
+  assert 'vmap' not in cj.norm_paths(loss_fn, params, batch).values()
+  assert_matches_vmap(loss_fn, params, batch)

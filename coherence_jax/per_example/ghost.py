@@ -209,7 +209,7 @@ def scaled_sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
   bad = plan.fallback()
   if plan.whole_vmap_is_cheaper(params, size) or not plan.good():
     return _all_by_vmap(loss_fn, params, chunk)
-  if not nnx_bridge.is_nnx_loss(loss_fn):
+  if plan.linen:
     return _linen_pass(loss_fn, params, chunk, plan, axis_name)
   good = plan.good()
   once = {p: l for p, l in good.items() if len(l.calls) <= 1}
@@ -264,10 +264,12 @@ def scaled_sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
 
 def _plan_of(loss_fn, params, chunk, size, ghost_form, method):
   """The NNX or linen plan; with method='ghost', raises on any fallback."""
+  plan = None
   if nnx_bridge.is_nnx_loss(loss_fn):
     plan = ghost_plan.plan(loss_fn, params, chunk, size, ghost_form)
-  else:
-    plan = linen_ghost.plan(loss_fn, params, chunk, size, ghost_form)
+  if plan is None or not plan.good():  # linen inside (nnx.bridge.ToNNX)?
+    linen = linen_ghost.plan(loss_fn, params, chunk, size, ghost_form)
+    plan = linen if plan is None or linen.layers else plan
     if method == 'ghost' and not plan.layers:
       raise _not_nnx_error(loss_fn)
   bad = plan.fallback()

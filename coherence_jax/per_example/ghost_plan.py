@@ -110,6 +110,7 @@ class Plan:
   """Supported layers by module path, and reasons for every other param."""
   layers: Dict[Tuple[Any, ...], Layer]
   unsupported: Dict[Tuple[Any, ...], str]
+  linen: bool = False  # layers are flax.linen modules (linen_ghost.py)
 
   def good(self) -> Dict[Tuple[Any, ...], Layer]:
     """The layers ghost rules handle."""

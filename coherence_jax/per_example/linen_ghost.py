@@ -288,7 +288,7 @@ def plan(loss_fn, params, chunk, size: int, forced=None) -> ghost_plan.Plan:
     if path not in covered:
       unsupported[path] = problems.get(
           path, 'not read by a linen layer called on the batch')
-  return ghost_plan.Plan(layers, unsupported)
+  return ghost_plan.Plan(layers, unsupported, linen=True)
 
 
 @contextlib.contextmanager

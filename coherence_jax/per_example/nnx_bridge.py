@@ -49,7 +49,11 @@ class NNXLossFn:
       (16, 10)
     """
     state = nnx.State(params)
-    return nnx.merge(self.graphdef, state, self.rest)
+    # Fresh Variables for the fixed state too, made in the current trace: a
+    # module that counts its RNG calls (nnx.bridge.ToNNX) mutates them, and
+    # a mutation of a Variable made outside a jit trace is an error there.
+    rest = jax.tree.map(lambda v: v, self.rest)
+    return nnx.merge(self.graphdef, state, rest)
 
   def __call__(self, params: PyTree, batch: PyTree) -> jax.Array:
     """`loss(model rebuilt with params, batch)`: per-example losses [B].

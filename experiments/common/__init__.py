@@ -4,7 +4,8 @@
                     per-example records, progress lines)
   checkpoints       orbax save / restore-the-newest-good-one
   files             atomic writes, JSON-lines metrics
-  train_step        the jitted step: gradients -> Optax chain -> params
+  train_step        the jitted step: gradients -> Optax chain -> params;
+                    the measured step (gradient + batch coherence, one pass)
   aggregator_specs  'winsorized:4', 'rm3_reference' and friends ->
                     (gradient fn, optimizer)
   model, data       models and datasets by name; the batch order
@@ -15,6 +16,8 @@
                     coherence over fixed index sets
   records           per-example records ("when learnt")
   progress          steps/s, ETA and latest metrics through absl logging
+  metric_writers    MetricWriter: metrics.jsonl, TensorBoard event files
+                    (tensorboardX), or one's own
   entry             the absl main of an experiment (--config, --workdir);
                     one-line errors for bad fields and file-system failures
   workdir_lock      one run per workdir (flock on <workdir>/.lock)

@@ -38,7 +38,7 @@ $(DOCS_STAMP): $(STAMP)
 
 docs: $(DOCS_STAMP)
 	rm -rf docs/_autosummary
-	$(PY) -m sphinx -W --keep-going -b html -q docs docs/_build/html
+	$(PY) -m sphinx -E -W --keep-going -b html -q docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) build *.egg-info docs/_build docs/_autosummary

@@ -508,7 +508,8 @@ def test_communication_is_what_the_rule_says(name):
 
 
 def test_choice_rule():
-  """ResNet-50 at B = 1024, c = 4 (README 'Scale'), and the corner cases."""
+  """ResNet-50 at B = 1024, c = 4 (docs/benchmarks.md, 'Scale'), and the
+  corner cases."""
   per = {d: {s: across_devices.values_per_coordinate(s, 1024 // d, 4, d)
              for s in across_devices.SCHEMES} for d in (8, 64, 256)}
   assert per[8] == {'all_to_all_rows': 129, 'all_to_all_summaries': 12,
@@ -633,7 +634,7 @@ def test_median_communication_and_rules():
   med = lambda s: lambda u: across_devices.median(u, 'data', s)
   assert values(med('all_to_all')) == 4 * 24 and values(med(None)) == 4 * 24
   assert values(med('gather')) == 24 * 14
-  # ResNet-50 at B = 1024, k = 8 (README 'Scale').
+  # ResNet-50 at B = 1024, k = 8 (docs/benchmarks.md, 'Scale').
   assert [across_devices.median_of_means_scheme(1024 // d, 8, d)
           for d in (8, 64, 256)] == ['all_to_all'] * 3
   # A factored Dense kernel row set travels cheaper as factors.

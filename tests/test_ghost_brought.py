@@ -207,3 +207,27 @@ def test_layers_under_nnx_scan_and_remat_are_ghost(mode):
 def test_layers_under_plain_nnx_scan_are_ghost():
   loss_fn, params = cj.from_nnx(ScanLM(layers=3, mode='scan'), lm_loss)
   assert_matches_vmap(loss_fn, params, padded_tokens(), method='ghost')
+
+
+def test_bf16_scan_remat_and_own_modules_match_float32_vmap():
+  """bfloat16 params through nnx.scan + nnx.remat (this call's bf16 slices)
+  and the per-module fallback (ScaledEmbed, GemmaRMSNorm), against float32
+  vmap gradients of the same upcast params. Tolerances as in
+  test_ghost_sequence.test_bf16_gpt_matches_float32_vmap (bf16 keeps 8
+  significant bits, ~10 roundings per value in a 2-block pass: a few %):
+  10 % per leaf (relative Frobenius), 5 % for the per-example total."""
+  for model in (ScanLM(layers=2, mode='scan_remat'), GemmaLM()):
+    loss_fn, params32 = cj.from_nnx(model, lm_loss)
+    params16 = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params32)
+    params32 = jax.tree.map(lambda p: p.astype(jnp.float32), params16)
+    batch = padded_tokens()
+    got = cj.per_example_sq_norms(loss_fn, params16, batch, method='ghost')
+    want = cj.per_example_sq_norms(loss_fn, params32, batch, method='vmap')
+    assert {x.dtype for x in jax.tree.leaves(got)} == {jnp.dtype(jnp.float32)}
+    rel = lambda a, b: float(jnp.linalg.norm(jnp.ravel(a - b))
+                             / jnp.linalg.norm(jnp.ravel(b)))
+    total = lambda q: sum(jax.tree.leaves(q))
+    assert rel(total(got), total(want)) < 5e-2
+    for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got),
+                            jax.tree.leaves(want)):
+      assert rel(g, w) < 0.1, jax.tree_util.keystr(path)

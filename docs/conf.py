@@ -202,7 +202,20 @@ def _rewrite_links(app, docname, source):
       text = match.group(1)[:-2].lstrip('!').lstrip('[')
       return text if text.startswith('`') else '`%s`' % text
     return match.group(1) + site + match.group(3)
-  source[0] = _LINK.sub(fix, source[0])
+  lines, fence = [], None
+  for line in source[0].split('\n'):
+    marker = re.match(r'\s*(```+|~~~+)', line)
+    if fence is None and marker:
+      fence = marker.group(1)
+    elif fence is not None and marker and marker.group(1).startswith(fence):
+      fence = None
+    elif fence is None:  # links outside code blocks and `code spans`
+      spans = [m.span() for m in re.finditer(r'`[^`]*`', line)]
+      line = _LINK.sub(
+          lambda m: m.group(0) if any(a < m.start() < b for a, b in spans)
+          else fix(m), line)
+    lines.append(line)
+  source[0] = '\n'.join(lines)
 
 
 _mirror_repository_pages()

@@ -147,8 +147,8 @@ def value_and_grad(loss_fn: LossFn, *, method: str = 'auto',
   (no dropout keyed per batch, no train-mode BatchNorm).
 
   Args:
-    loss_fn: `loss_fn(params, batch) -> [B]`; from `from_nnx` for the one-pass
-      ghost path; any other loss takes per-example vmap gradients.
+    loss_fn: `loss_fn(params, batch) -> [B]`, e.g. from `from_nnx` (ghost
+      norms; params without a ghost rule take per-example vmap gradients).
     method, microbatch_size, axis_name, ghost_form: as for `coherence_stats`.
     check_independence: probe once per batch layout that examples do not
       interact (see `coherence_stats`).

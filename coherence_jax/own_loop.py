@@ -3,9 +3,9 @@
 `value_and_grad_stats` returns what `jax.value_and_grad(mean loss,
 has_aux=True)` returns, with the batch's `CoherenceStats` as the aux, from
 ONE backward pass: the ghost pass (per_example.ghost) already yields
-S = Σ_i g_i for Q = Σ_i ‖g_i‖², so the mean gradient is S / m. Losses that are
-not from `from_nnx` (or method='vmap') take per-example gradients by
-`jax.vmap`, whose sum is again S. The public, jitted form is
+S = Σ_i g_i for Q = Σ_i ‖g_i‖², so the mean gradient is S / m. Params no
+ghost rule covers (all of them with method='vmap') take per-example
+gradients by `jax.vmap`, whose sum is again S. The public, jitted form is
 `coherence_jax.value_and_grad(loss_fn, ...)` (api.py).
 
 Example (one step of SGD and the batch's m-coherence):
@@ -51,9 +51,9 @@ def value_and_grad_stats(loss_fn: LossFn, params: PyTree, batch: PyTree, *,
   With `microbatch_size`, gradients and sums are accumulated over chunks.
 
   Args:
-    loss_fn: `loss_fn(params, batch) -> [B]` per-example losses; from
-      `from_nnx` for ghost norms (one backward pass at about the cost of a
-      training step); any other loss uses per-example vmap gradients.
+    loss_fn: `loss_fn(params, batch) -> [B]` per-example losses, e.g. from
+      `from_nnx` (ghost norms: one backward pass at about the cost of a
+      training step; params without a ghost rule take vmap gradients).
     params: pytree of float arrays.
     batch: pytree of arrays with a shared leading example axis B.
     microbatch_size: examples processed at once; None: all at once.

@@ -20,7 +20,6 @@ from benchmarks.brought_models import ScaledEmbed
 from benchmarks.brought_models import ScanLM
 from benchmarks.brought_models import gemma_rms_sq_norms
 from benchmarks.brought_models import lm_loss
-from coherence_jax.per_example import ghost
 from tests.test_ghost import Stack
 from tests.test_ghost import assert_forms_match_vmap
 from tests.test_ghost import assert_matches_vmap

@@ -103,11 +103,15 @@ def test_boxed_params_and_own_modules():
     return jnp.sum(jnp.sin(model.apply({'params': p}, batch['x'])) ** 2, -1)
 
   batch = {'x': jax.random.normal(jax.random.key(1), (5, 4))}
-  paths = cj.norm_paths(loss_fn, unboxed, batch, method='ghost')
-  assert paths == {'Dense_0/bias': 'ghost:materialize',
-                   'Dense_0/kernel': 'ghost:outer',
-                   'Temperature_0/t': 'ghost:module'}
+  for p in (params, unboxed):  # as init returns them, and unboxed
+    paths = cj.norm_paths(loss_fn, p, batch, method='ghost')
+    assert paths == {'Dense_0/bias': 'ghost:materialize',
+                     'Dense_0/kernel': 'ghost:outer',
+                     'Temperature_0/t': 'ghost:module'}
   assert_matches_vmap(loss_fn, unboxed, batch)
+  got = cj.coherence_stats(loss_fn, params, batch, method='ghost')
+  want = cj.coherence_stats(loss_fn, unboxed, batch, method='vmap')
+  np.testing.assert_allclose(got.m_coherence(), want.m_coherence(), rtol=1e-5)
 
 
 def test_a_plain_loss_without_layers():

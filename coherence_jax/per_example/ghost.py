@@ -89,7 +89,6 @@ from coherence_jax import reductions
 from coherence_jax import stats as stats_lib
 from coherence_jax import mesh_axes
 from coherence_jax._tree import PyTree
-from coherence_jax._tree import key_tuple
 from coherence_jax._tree import path_str
 from coherence_jax.per_example import ghost_plan
 from coherence_jax.per_example import ghost_reuse
@@ -206,7 +205,6 @@ def scaled_sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
   """
   size = _checks.batch_size(chunk)
   plan = _plan_of(loss_fn, params, chunk, size, ghost_form, method)
-  bad = plan.fallback()
   if plan.whole_vmap_is_cheaper(params, size) or not plan.good():
     return _all_by_vmap(loss_fn, params, chunk)
   if plan.linen:
@@ -305,14 +303,13 @@ def _assembled(loss_fn, params, chunk, plan, sum_grads, norms, reused_sums,
   """The GhostPass: per leaf, S and norms from its rule or from vmap."""
   good = plan.good()
   fallback = _vmap_norms(loss_fn, params, chunk, set(plan.fallback()), seed)
-  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+  treedef = jax.tree_util.tree_structure(params)
   out, sums = [], []
-  for kpath, _ in flat:
-    path = key_tuple(kpath)
+  for path, s in zip(ghost_plan.leaf_paths(params),
+                     jax.tree_util.tree_leaves(sum_grads)):
     layer = good.get(path[:-1])
     sums.append(reused_sums[layer.key][path[-1]] if layer is not None and
-                layer.key in reused_sums else
-                module_hooks.get_path(sum_grads, path))
+                layer.key in reused_sums else s)
     if path in fallback:
       out.append(fallback[path])
     else:
@@ -417,8 +414,7 @@ def norm_paths(loss_fn, params, batch, *, method: str = 'auto',
 'layers/1/bias': 'ghost:materialize', 'layers/1/kernel': 'ghost:outer'}
   """
   check_ghost_args(loss_fn, method, ghost_form)
-  flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  paths = [key_tuple(kpath) for kpath, _ in flat]
+  paths = ghost_plan.leaf_paths(params)
   if not uses_ghost(loss_fn, method):
     return {path_str(p): 'vmap' for p in paths}
   size = _checks.batch_size(batch)
@@ -449,9 +445,8 @@ def _vmap_norms(loss_fn, params, chunk, paths,
   """Per-example squared norms × seed² of the params at `paths`, by vmap."""
   if not paths:
     return {}
-  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-  leaves = [leaf for _, leaf in flat]
-  keys = [key_tuple(kpath) for kpath, _ in flat]
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  keys = ghost_plan.leaf_paths(params)
   idx = [i for i, key in enumerate(keys) if key in paths]
   one = vmap_grads.single_example_loss(loss_fn)
 

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.linen import meta as linen_meta
 from flax.nnx.nn import dtypes as nnx_dtypes
 from flax.nnx.nn import linear as nnx_linear
 from jax.extend import core as jex_core
@@ -150,13 +151,30 @@ class Plan:
     for layer in self.good().values():
       if layer.kind == 'conv':
         return False
-      p = module_hooks.get_path(params, layer.path)
+      p = linen_meta.unbox(module_hooks.get_path(params, layer.path))
       covered += sum(p[n].size for n in layer.params)
       for c in layer.calls:
         if 'spec' in c.info:
           g, t, k, n = contraction.dims(c.info['spec'], c.x_shape, c.z_shape)
           forward += size * g * t * k * n * (c.stack or 1)
     return ghost_rules.MATERIALIZE_COST * size * covered < 3 * forward
+
+
+def leaf_paths(params) -> List[Tuple[Any, ...]]:
+  """Key paths of the leaves of `params`, looking through linen boxes.
+
+  A param boxed in `nn.LogicallyPartitioned` is the leaf `value` of the
+  box; its path is the box's, as the layer sees it.
+
+  Example:
+    >>> import flax.linen as nn
+    >>> leaf_paths({'d': {'kernel': nn.Partitioned(jnp.ones(2), ('a',)),
+    ...                   'bias': jnp.ones(2)}})
+    [('d', 'bias'), ('d', 'kernel')]
+  """
+  unboxed = linen_meta.unbox(params)
+  return [key_tuple(k) for k, _ in
+          jax.tree_util.tree_flatten_with_path(unboxed)[0]]
 
 
 # ---------------------------------------------------------------- inventory

@@ -40,7 +40,6 @@ import flax.linen as nn
 from flax.linen import dtypes as linen_dtypes
 from jax.extend import core as jex_core
 
-from coherence_jax._tree import key_tuple
 from coherence_jax._tree import path_str
 from coherence_jax.per_example import contraction
 from coherence_jax.per_example import ghost_plan
@@ -202,15 +201,15 @@ def plan(loss_fn, params, chunk, size: int, forced=None) -> ghost_plan.Plan:
   values carry `module_key` (module type and scope path) in `rule_key` of
   the layer for the run-time interceptor.
   """
-  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  paths = ghost_plan.leaf_paths(params)
   layers: Dict[tuple, ghost_plan.Layer] = {}
   keys: Dict[tuple, tuple] = {}
   problems: Dict[tuple, str] = {}
 
   def traced(p, chunk):
     top = jex_core.get_opaque_trace_state(convention=_TAG)
-    leaf_path = {id(leaf): key_tuple(k) for (k, _), leaf in
-                 zip(flat, jax.tree.leaves(p))}
+    leaf_path = {id(leaf): path for path, leaf in
+                 zip(paths, jax.tree.leaves(p))}
 
     def interceptor(next_fun, args, kwargs, context):
       module, method = context.module, context.method_name
@@ -270,8 +269,8 @@ def plan(loss_fn, params, chunk, size: int, forced=None) -> ghost_plan.Plan:
       return jnp.sum(loss_fn(p, chunk))
 
   closed = jax.make_jaxpr(traced)(params, chunk)
-  for i in jaxpr_deps.inputs_reaching_outputs(closed, len(flat)):
-    layer = layers.get(key_tuple(flat[i][0])[:-1])
+  for i in jaxpr_deps.inputs_reaching_outputs(closed, len(paths)):
+    layer = layers.get(paths[i][:-1])
     if layer is not None:
       layer.flag("its params are also used outside the layer's calls")
   for layer in layers.values():
@@ -283,8 +282,7 @@ def plan(loss_fn, params, chunk, size: int, forced=None) -> ghost_plan.Plan:
   covered = {layer.path + (n,) for layer in layers.values()
              for n in layer.params}
   unsupported = {}
-  for kpath, _ in flat:
-    path = key_tuple(kpath)
+  for path in paths:
     if path not in covered:
       unsupported[path] = problems.get(
           path, 'not read by a linen layer called on the batch')

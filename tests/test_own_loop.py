@@ -119,7 +119,7 @@ def test_mlp_eager_jit_and_microbatched():
          loss_fn, params, batch)
 
 
-def test_plain_loss_function_uses_vmap():
+def test_plain_loss_function():
   loss_fn, params, batch = _linear()
   _check(cj.value_and_grad(loss_fn)(params, batch), loss_fn, params, batch)
   _check(jax.jit(cj.value_and_grad(loss_fn, microbatch_size=4))(

@@ -16,6 +16,7 @@ from experiments.common import schedule
 from experiments.real_vs_random import report
 from experiments.real_vs_random import train
 from experiments.real_vs_random.configs import tiny
+from tests import test_metric_writers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,6 +51,13 @@ def test_tiny_run_writes_consistent_numbers(finished):
       assert r['m_coherence'] <= config.measure.sample_size
       assert set(r['modules']) == {'layers/0', 'layers/1'}
       assert r['epoch'] == r['step'] / 8
+    # The training batch, measured by the step's own backward pass, and the
+    # TensorBoard events next to metrics.jsonl (issue 19).
+    for r in rows:
+      assert 0 <= r['batch_m_coherence'] <= config.train.batch_size
+      assert r['batch_noise_scale'] >= 0
+      assert r['learning_rate'] == config.train.learning_rate
+    test_metric_writers.assert_events_equal_rows(os.path.join(workdir, mode))
     seconds = [r['seconds'] for r in rows]
     assert seconds == sorted(seconds) and summary[mode]['seconds'] == seconds[-1]
     assert report.summarize(rows, dense_until=8) == summary[mode]

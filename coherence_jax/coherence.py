@@ -80,7 +80,8 @@ def coherence_stats(loss_fn: LossFn, params: PyTree, batch: PyTree, *,
     ValueError: loss_fn: method='ghost' needs the model's layers, but found ...
   """
   ghost.check_ghost_args(loss_fn, method, ghost_form)
-  _checks.check_per_example_loss(loss_fn, params, batch)
+  size = _checks.check_per_example_loss(loss_fn, params, batch)
+  top_level = microbatch_size is None or microbatch_size >= size
   mesh_axes.check_axis_name(axis_name, batch)
   params = mesh_axes.as_varying(params, axis_name)
 
@@ -88,7 +89,7 @@ def coherence_stats(loss_fn: LossFn, params: PyTree, batch: PyTree, *,
     def chunk_stats(chunk):
       out = ghost.scaled_sum_and_sq_norms(
           loss_fn, params, chunk, method=method, ghost_form=ghost_form,
-          axis_name=axis_name)
+          axis_name=axis_name, top_level=top_level)
       return CoherenceStats.from_sums(
           out.sum_grads, jax.tree.map(jnp.sum, out.sq_norms),
           _checks.batch_size(chunk), scale=out.scale)

@@ -113,12 +113,13 @@ def _cast(p32, dtypes):
   return {name: p32[name].astype(dtypes[name]) for name in dtypes}
 
 
-def _ghost_hook(layer, p32, dtypes, q_slots):
+def _ghost_hook(layer, p32, dtypes, q_slots, top_level):
   """One call: the layer inside `ghost_rules.ghost_layer` (norms in backward)."""
   call = layer.calls[0]
   rule = ghost_rules.RULES[ghost_rules.rule_name(layer.kind, call.method)]
   def hook(module, base_call, args, kwargs):
-    info = {**call.info, 'forms': layer.forms, 'module': module}
+    info = {**call.info, 'forms': layer.forms, 'module': module,
+            'top_level': top_level}
     x, named = ghost_plan.split_args(base_call, module, args, kwargs)
     apply, undo = ghost_plan.example_first(
         info, module_hooks.pure_apply(module, base_call, named))
@@ -171,7 +172,8 @@ def _unsupported_error(bad):
 
 def scaled_sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
                             ghost_form: Optional[str] = None,
-                            axis_name: mesh_axes.AxisName = None):
+                            axis_name: mesh_axes.AxisName = None,
+                            top_level: bool = False):
   """(S, per-example squared norms in units of scale², scale) of one chunk.
 
   One backward pass seeded with a power of two (`loss_seed`), so the norms
@@ -187,6 +189,8 @@ def scaled_sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
     method: 'ghost' or 'auto'.
     ghost_form: None, 'gram' or 'materialize' (see `ghost_rules.choose_form`).
     axis_name: the mesh axis the chunk is sharded over, or None.
+    top_level: True where the pass runs in no loop (no micro-batch scan):
+      conv layers may then take vmap's per-example gradients.
 
   Returns:
     A `GhostPass`: S = Σ_i ∇ℓ_i (params-shaped, float32), a params-shaped
@@ -208,7 +212,7 @@ def scaled_sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
   if plan.whole_vmap_is_cheaper(params, size) or not plan.good():
     return _all_by_vmap(loss_fn, params, chunk)
   if plan.linen:
-    return _linen_pass(loss_fn, params, chunk, plan, axis_name)
+    return _linen_pass(loss_fn, params, chunk, plan, axis_name, top_level)
   good = plan.good()
   once = {p: l for p, l in good.items() if len(l.calls) <= 1}
   reused = {p: l for p, l in good.items() if len(l.calls) > 1}
@@ -231,7 +235,7 @@ def scaled_sum_and_sq_norms(loss_fn, params, chunk, *, method: str = 'auto',
         continue
       hooked.append((nodes[path], _ghost_hook(
           layer, module_hooks.get_path(p32, path),
-          _dtypes(params, path, layer), slots[layer.key])))
+          _dtypes(params, path, layer), slots[layer.key], top_level)))
     for path, layer in reused.items():
       hooked.append((nodes[path], _capture_hook(
           layer, module_hooks.get_path(p32, path),
@@ -276,7 +280,8 @@ def _plan_of(loss_fn, params, chunk, size, ghost_form, method):
   return plan
 
 
-def _linen_pass(loss_fn, params, chunk, plan, axis_name) -> 'GhostPass':
+def _linen_pass(loss_fn, params, chunk, plan, axis_name,
+                top_level) -> 'GhostPass':
   """The one ghost backward pass of a loss that applies linen layers."""
   size = _checks.batch_size(chunk)
   good = plan.good()
@@ -287,7 +292,7 @@ def _linen_pass(loss_fn, params, chunk, plan, axis_name) -> 'GhostPass':
 
   def total_loss(p32, slots):
     p = jax.tree.map(lambda v, ref: v.astype(ref.dtype), p32, params)
-    with linen_ghost.hooked(good, slots):
+    with linen_ghost.hooked(good, slots, top_level):
       losses = loss_fn(p, chunk)
     seed = loss_seed(losses)
     return jnp.sum(losses) * seed, (seed, losses)
@@ -547,13 +552,17 @@ def per_example_sq_norms(loss_fn, params, batch, *, method: str = 'auto',
     True
   """
   check_ghost_args(loss_fn, method, ghost_form)
-  _checks.check_per_example_loss(loss_fn, params, batch)
+  size = _checks.check_per_example_loss(loss_fn, params, batch)
   mesh_axes.check_axis_name(axis_name, batch)
   params = mesh_axes.as_varying(params, axis_name)
   if uses_ghost(loss_fn, method):
+    top_level = microbatch_size is None or microbatch_size >= size
+
     def one_chunk(chunk):
-      return sum_and_sq_norms(loss_fn, params, chunk, method=method,
-                              ghost_form=ghost_form, axis_name=axis_name)[1]
+      out = scaled_sum_and_sq_norms(
+          loss_fn, params, chunk, method=method, ghost_form=ghost_form,
+          axis_name=axis_name, top_level=top_level)
+      return jax.tree.map(lambda q: q * out.scale * out.scale, out.sq_norms)
   else:
     def one_chunk(chunk):
       grads = vmap_grads.vmapped_grads(loss_fn, params, chunk)

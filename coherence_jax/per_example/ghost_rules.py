@@ -290,14 +290,20 @@ def _conv_rule(info, apply, p, x, dz, dp_std):
   positions, d_out = d.shape[1], d.shape[2]
   form = info['forms']['kernel']
   dp, q = dict(dp_std), {}
+  floats = positions * (d_in + d_out) + d_in * d_out
   if not info['gram_ok']:  # groups, masks, circular/reflect/causal padding
+    q.update(_materialized(apply, p, x, dz, ('kernel',), dp))
+  elif form == 'materialize' and info.get('top_level') and (
+      _CHUNK_FLOATS // floats >= size):
+    # Outside any loop, XLA:CPU runs vmap's per-example conv gradient (a
+    # grouped convolution) with its fast kernels; in a loop (micro-batches,
+    # example chunks) it is a naive loop, and patches times cotangents wins.
     q.update(_materialized(apply, p, x, dz, ('kernel',), dp))
   elif form == 'materialize':
     def part(x, d):
       g = conv_kernel_grads(info, x, d)
       return reductions.sum_over_examples(g), reductions.per_example_sq_norm(g)
-    s, q['kernel'] = over_example_chunks(
-        part, (x, d), positions * (d_in + d_out) + d_in * d_out)
+    s, q['kernel'] = over_example_chunks(part, (x, d), floats)
     dp['kernel'] = s.reshape(kernel.shape).astype(kernel.dtype)
   else:
     def part(x, d):

@@ -290,13 +290,14 @@ def plan(loss_fn, params, chunk, size: int, forced=None) -> ghost_plan.Plan:
 
 
 @contextlib.contextmanager
-def hooked(good, slots):
+def hooked(good, slots, top_level=False):
   """Routes the planned layers' calls through ghost rules (one pass).
 
   Args:
     good: {path: Layer} of the plan's handled layers (called once).
     slots: {layer key: {param name: zeros [B]}}, whose cotangents are the
       per-example squared norms.
+    top_level: the pass runs in no loop (see `ghost.scaled_sum_and_sq_norms`).
 
   Yields:
     None; inside, `loss_fn` runs with ghost hooks.
@@ -315,7 +316,8 @@ def hooked(good, slots):
     own, _ = _own_params(module)
     p = {n: own[n] for n in layer.params}
     dtypes = {n: v.dtype for n, v in p.items()}
-    info = {**call.info, 'forms': layer.forms, 'module': module}
+    info = {**call.info, 'forms': layer.forms, 'module': module,
+            'top_level': top_level}
     apply, undo = ghost_plan.example_first(
         info, module_apply(module, method, named))
     rule = ghost_rules.RULES[ghost_rules.rule_name(layer.kind, method)]

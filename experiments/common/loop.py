@@ -98,9 +98,9 @@ def run(run_dir: str, *, state: State, total_steps: int,
     measured_train_step: `measured_train_step(state, step) -> (state, finite,
       batch_row)`: the step's update together with measurements of its own
       training batch (e.g. `Trainer.measured_step`, one backward pass for
-      both). Called at each measurement step instead of `train_step`, its
-      `batch_row` merged into the row; at the last step (no update follows)
-      its state is dropped.
+      both). Called at each measurement step but the last (which has no
+      training batch) instead of `train_step`, its `batch_row` merged into
+      the row.
 
   Returns:
     All rows of the run, the resumed ones included.
@@ -154,7 +154,7 @@ def run(run_dir: str, *, state: State, total_steps: int,
         if records is not None:
           records = update_records(state, records, step)
         batch_row = {}
-        if measured_train_step is not None:
+        if measured_train_step is not None and step < total_steps:
           stepped = measured_train_step(state, step)
           batch_row = stepped[2]
         row = {'step': step, **measure(state, step), **batch_row,

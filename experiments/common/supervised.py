@@ -420,7 +420,8 @@ def coherence_row(s: Setup, state: Any, sample: Any, microbatch_size: int,
 
   Returns:
     'm_coherence', 'alpha', 'alpha_unbiased' (self-term-free α̂),
-    'gradient_diversity', 'mean_sq_norm' (Q / m, the mean ‖g_i‖²),
+    'gradient_diversity', 'noise_scale' (B_simple; inf / nan where
+    undefined), 'mean_sq_norm' (Q / m, the mean ‖g_i‖²),
     'modules' {name: m-coherence} and 'shares' {name: Q_l / Q}.
   """
   if isinstance(sample, examples_lib.Sample):
@@ -437,6 +438,7 @@ def coherence_row(s: Setup, state: Any, sample: Any, microbatch_size: int,
       'm_coherence': numbers['m_coherence'], 'alpha': numbers['alpha'],
       'alpha_unbiased': numbers['alpha_unbiased'],
       'gradient_diversity': numbers['gradient_diversity'],
+      'noise_scale': numbers['noise_scale'],
       'mean_sq_norm': float(sum(jax.device_get(
           jax.tree.leaves(stats.sq_norms())))) / max(numbers['count'], 1),
       'modules': {k: v['m_coherence'] for k, v in numbers['modules'].items()},

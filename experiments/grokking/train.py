@@ -167,7 +167,8 @@ def coherence_numbers(stats: cj.CoherenceStats, prefix: str
   numbers = stats.report()
   q = float(sum(jax.device_get(jax.tree.leaves(stats.sq_norms()))))
   out = {f'{prefix}_{key}': numbers[key] for key in (
-      'm_coherence', 'alpha', 'alpha_unbiased', 'gradient_diversity')}
+      'm_coherence', 'alpha', 'alpha_unbiased', 'gradient_diversity',
+      'noise_scale')}
   out[f'{prefix}_mean_sq_grad_norm'] = q / numbers['count']
   out[f'{prefix}_modules'] = {
       name: {'m_coherence': entry['m_coherence'], 'share': entry['share']}

@@ -125,6 +125,7 @@ def measurement_row(step: int, steps_per_epoch: int,
       'alpha': numbers['alpha'],
       'alpha_unbiased': numbers['alpha_unbiased'],
       'gradient_diversity': numbers['gradient_diversity'],
+      'noise_scale': numbers['noise_scale'],
       'modules': {name: entry['m_coherence']
                   for name, entry in numbers['modules'].items()},
   }

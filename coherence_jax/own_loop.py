@@ -8,16 +8,16 @@ ghost rule covers (all of them with method='vmap') take per-example
 gradients by `jax.vmap`, whose sum is again S. The public, jitted form is
 `coherence_jax.value_and_grad(loss_fn, ...)` (api.py).
 
-Example (one step of SGD and the batch's m-coherence):
-  >>> (loss, stats), grads = value_and_grad_stats(loss_fn, params, batch)
-  >>> want = jax.grad(lambda p: loss_fn(p, batch).mean())(params)
+Example (the gradient of the mean loss, and the batch's statistics):
+  >>> step = jax.jit(lambda p, b: value_and_grad_stats(loss_fn, p, b))
+  >>> (loss, stats), grads = step(params, batch)
+  >>> want = jax.jit(jax.grad(lambda p, b: loss_fn(p, b).mean()))(params,
+  ...                                                             batch)
   >>> bool(jnp.allclose(grads['layers'][0]['kernel'],
   ...                   want['layers'][0]['kernel'], rtol=1e-4, atol=1e-7))
   True
   >>> int(stats.count), loss.shape
   (16, ())
-  >>> params = optax.apply_updates(params, jax.tree.map(lambda g: -0.1 * g,
-  ...                                                   grads))
 """
 
 from typing import Optional, Tuple

@@ -175,16 +175,37 @@ class ScanLM(nnx.Module):
     return self.embed.attend(self.final_norm(x))
 
 
-def lm_loss(model, batch):
-  """Per-example next-token loss, each example normalized by its own count
-  of non-pad (nonzero) targets."""
+def next_token_logp(model, batch):
+  """(log p of each next token [B, T], mask of non-pad (nonzero) targets)."""
   tokens = batch['tokens']
   logits = model(tokens[:, :-1])
   target = tokens[:, 1:]
-  keep = target != 0
   logp = jnp.take_along_axis(jax.nn.log_softmax(logits), target[..., None],
                              -1)[..., 0]
+  return logp, target != 0
+
+
+def lm_loss(model, batch):
+  """Per-example next-token loss, each example normalized by its own count
+  of non-pad (nonzero) targets."""
+  logp, keep = next_token_logp(model, batch)
   return -jnp.sum(logp * keep, -1) / jnp.maximum(jnp.sum(keep, -1), 1)
+
+
+def linen_lm_loss(model):
+  """`loss_fn(params, batch)` of a linen LM through `model.apply`."""
+  return lambda p, batch: lm_loss(
+      lambda tokens: model.apply({'params': p}, tokens), batch)
+
+
+def linen_classifier_loss(model, others=None):
+  """`loss_fn(params, batch)`: cross-entropy of a linen classifier applied
+  with `model.apply({'params': params, **others}, batch['x'])`."""
+  def loss_fn(p, batch):
+    logits = model.apply({'params': p, **(others or {})}, batch['x'])
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.take_along_axis(logp, batch['y'][:, None], -1)[:, 0]
+  return loss_fn
 
 
 # ------------------------------------------------------------------- linen

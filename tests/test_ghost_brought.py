@@ -20,6 +20,7 @@ from benchmarks.brought_models import ScaledEmbed
 from benchmarks.brought_models import ScanLM
 from benchmarks.brought_models import gemma_rms_sq_norms
 from benchmarks.brought_models import lm_loss
+from benchmarks.brought_models import next_token_logp
 from tests.test_ghost import Stack
 from tests.test_ghost import assert_forms_match_vmap
 from tests.test_ghost import assert_matches_vmap
@@ -44,12 +45,7 @@ class PlainEmbed(nnx.Embed):
 
 def batch_token_count_loss(model, batch):
   """Gemma train.py's normalization: by the batch's count of non-pad tokens."""
-  tokens = batch['tokens']
-  logits = model(tokens[:, :-1])
-  target = tokens[:, 1:]
-  keep = target != 0
-  logp = jnp.take_along_axis(jax.nn.log_softmax(logits), target[..., None],
-                             -1)[..., 0]
+  logp, keep = next_token_logp(model, batch)
   return -jnp.sum(logp * keep, -1) / jnp.sum(keep)
 
 
@@ -108,7 +104,7 @@ def test_registered_rule_is_used_and_checked():
     cj.register_ghost_rule(lambda x: x)
 
 
-@pytest.mark.parametrize('kv_heads', [2, 1])
+@pytest.mark.parametrize('kv_heads', [2, pytest.param(1, marks=pytest.mark.slow)])
 def test_gemma_like_block_is_all_ghost_and_matches_vmap(kv_heads):
   """Fused qkv 'BTD,SNDH->SBTNH' (example axis second in the output),
   grouped-query kv 'BTD,CKDH->CBTKH', gated MLP 'BTD,GDF->GBTF', own
@@ -208,6 +204,7 @@ def test_layers_under_plain_nnx_scan_are_ghost():
   assert_matches_vmap(loss_fn, params, padded_tokens(), method='ghost')
 
 
+@pytest.mark.slow  # bf16 through the same paths as the float32 tests above
 def test_bf16_scan_remat_and_own_modules_match_float32_vmap():
   """bfloat16 params through nnx.scan + nnx.remat (this call's bf16 slices)
   and the per-module fallback (ScaledEmbed, GemmaRMSNorm), against float32

@@ -17,18 +17,21 @@ import pytest
 import coherence_jax as cj
 from benchmarks.brought_models import LinenLM
 from benchmarks.brought_models import LinenResNet
+from benchmarks.brought_models import linen_classifier_loss
+from benchmarks.brought_models import linen_lm_loss
 
 
 def assert_matches_vmap(loss_fn, params, batch):
-  got = cj.per_example_sq_norms(loss_fn, params, batch, method='ghost')
-  want = cj.per_example_sq_norms(loss_fn, params, batch, method='vmap')
+  def both(p, b):  # one compiled program
+    return [(cj.per_example_sq_norms(loss_fn, p, b, method=m),
+             cj.coherence_stats(loss_fn, p, b, method=m))
+            for m in ('ghost', 'vmap')]
+  (got, stats), (want, ref) = jax.jit(both)(params, batch)
   floor = 1e-6 * max(float(jnp.max(w)) for w in jax.tree.leaves(want))
   jax.tree_util.tree_map_with_path(
       lambda path, g, w: np.testing.assert_allclose(
           g, w, rtol=1e-4, atol=floor, err_msg=jax.tree_util.keystr(path)),
       got, want)
-  stats = cj.coherence_stats(loss_fn, params, batch, method='ghost')
-  ref = cj.coherence_stats(loss_fn, params, batch, method='vmap')
   np.testing.assert_allclose(stats.m_coherence(), ref.m_coherence(),
                              rtol=1e-4)
   s_floor = 1e-5 * max(float(jnp.max(jnp.abs(r)))
@@ -42,13 +45,7 @@ def test_linen_transformer_lm_is_all_ghost():
   LayerNorm, Dense; positions looked up per example."""
   model = LinenLM(layers=1)
   params = model.init(jax.random.key(0), jnp.ones((1, 6), jnp.int32))['params']
-
-  def loss_fn(p, batch):
-    tokens = batch['tokens']
-    logits = model.apply({'params': p}, tokens[:, :-1])
-    logp = jax.nn.log_softmax(logits)
-    return -jnp.take_along_axis(logp, tokens[:, 1:, None], -1)[..., 0].mean(-1)
-
+  loss_fn = linen_lm_loss(model)
   batch = {'tokens': jax.random.randint(jax.random.key(1), (4, 7), 1, 13)}
   paths = cj.norm_paths(loss_fn, params, batch, method='ghost')
   assert 'vmap' not in paths.values(), paths
@@ -57,16 +54,13 @@ def test_linen_transformer_lm_is_all_ghost():
   assert_matches_vmap(loss_fn, params, batch)
 
 
-@pytest.mark.parametrize('norm', ['group', 'batch'])
+@pytest.mark.parametrize('norm', [
+    pytest.param('group', marks=pytest.mark.slow), 'batch'])
 def test_linen_resnet_with_group_or_inference_batch_norm(norm):
   model = LinenResNet(widths=(4, 8), classes=3, norm=norm)
   variables = model.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))
   others = {k: v for k, v in variables.items() if k != 'params'}
-
-  def loss_fn(p, batch):
-    logits = model.apply({'params': p, **others}, batch['x'])
-    logp = jax.nn.log_softmax(logits)
-    return -jnp.take_along_axis(logp, batch['y'][:, None], -1)[:, 0]
+  loss_fn = linen_classifier_loss(model, others)
 
   batch = {'x': jax.random.normal(jax.random.key(2), (4, 8, 8, 3)),
            'y': jnp.arange(4) % 3}

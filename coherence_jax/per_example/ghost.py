@@ -1,59 +1,24 @@
 """Per-example squared gradient norms without per-example gradients ("ghost norms").
 
-Coherence needs S = Σ g_i, which is one ordinary backward pass, and
-Q = Σ ‖g_i‖². For a layer z = a W (+ b) with T positions per example
-(sequence steps, or conv output pixels after im2col), example i's weight
-gradient is A_iᵀ Δ_i, where Δ_i = ∂ℓ_i/∂z_i is the layer's output cotangent:
-  T = 1:       ‖a_i‖² ‖δ_i‖²                              (Goodfellow 2015)
-  T > 1:       ⟨A_i A_iᵀ, Δ_i Δ_iᵀ⟩, O(T²(d_in + d_out))    ('gram')
-           or  ‖A_iᵀ Δ_i‖², O(T d_in d_out)                ('materialize')
-whichever is cheaper per layer (Bu et al. 2022, "mixed ghost norm"). Where a
-layer's per-example weight gradients are materialized, their sum is the
-layer's batch gradient, so it is not computed a second time: materializing
-adds only the traffic of d_in d_out floats per example, the Gram form its
-T²(d_in + d_out) on top of the batch gradient (`ghost_rules.choose_form`
-weighs the two). Materialized gradients are formed a few examples at a time (`lax.map`), so memory stays at
-about that of the plain gradient; conv patches come from strided slices.
+Coherence needs S = Σ g_i (one ordinary backward pass) and Q = Σ ‖g_i‖². For a
+layer z = a W (+ b) with T positions per example, example i's weight gradient
+is A_iᵀ Δ_i (Δ_i the output cotangent), whose squared norm is ‖a_i‖² ‖δ_i‖² for
+T = 1 (Goodfellow 2015), ⟨A_i A_iᵀ, Δ_i Δ_iᵀ⟩ (Gram form) or ‖A_iᵀ Δ_i‖² formed a
+few examples at a time, whichever is cheaper per layer (Bu et al. 2022). The
+loss is traced once (ghost_plan.py; linen_ghost.py for linen models), each
+layer's call is routed through its rule (ghost_rules.py; ghost_reuse.py for
+layers called several times), and one `jax.grad` of Σ_i ℓ_i, seeded with a
+power of two, yields S and every per-example norm. Modules of one's own take
+the per-module fallback or a registered rule (ghost_registry.py); a param no
+module rule covers takes vmap (`method='auto'`), or is an error naming it
+(`method='ghost'`). `norm_paths` lists which way each param takes.
 
-How it works: the loss is traced once (ghost_plan.py) with each supported
-module hooked, which records every call of every layer. Then, inside the
-traced loss, each supported module of the merged NNX model is switched, for
-that evaluation only, to a subclass whose `__call__` (and `Embed.attend`)
-runs through a hook:
-  - a layer called once is wrapped in a `jax.custom_vjp`: its forward is the
-    module's own call; its backward receives Δ for the whole batch, returns
-    the usual input and weight cotangents and the per-example squared norms
-    as the cotangent of a dummy zero input of shape [B] (one per parameter);
-  - a layer called k > 1 times (weight tying through `Embed.attend`, a block
-    applied twice, a layer in a Python loop) gets a zero perturbation on each
-    call's output, whose gradient is that call's Δ_j; with the calls' inputs
-    A_j, ‖Σ_j A_jᵀΔ_j‖² per example comes from the Gram form over the
-    positions of all calls, cross terms included (ghost_reuse.py, gram.py),
-    or from per-example gradients formed a few examples at a time.
-One `jax.grad` of Σ_i ℓ_i then yields S and every per-example norm at about
-the cost of one training step, with memory independent of B × #params.
-Norms and S are accumulated in float32 also for bfloat16 params and
-activations (the layer's own forward runs in its dtype).
+How and why, with the measurements behind the choices: docs/design/ghost_norms.md.
 
-Supported layers (exact types): nnx.Linear, nnx.LinearGeneral (any axis,
-in/out feature tuples, batch_axis) and nnx.Einsum contracting its input with
-the kernel (contraction.py), hence nnx.MultiHeadAttention; nnx.Conv
-(strides, padding, dilations; Gram form for feature_group_count=1 without a
-mask, per-layer per-example gradients otherwise); nnx.Embed (lookup by
-token-equality Gram, and attend); the scale/bias of nnx.LayerNorm, GroupNorm,
-RMSNorm and BatchNorm in inference mode (per-layer per-example gradients:
-cheap). Each call must be made directly in the loss (not inside jit, scan,
-vmap or remat there), on inputs with a leading example axis, and the params
-must not be read outside the layer's calls. Anything else is reported by
-name with method='ghost'; method='auto' computes those params' per-example
-gradients with `jax.vmap` instead. `norm_paths` lists which way each param
-takes.
-
-Files: this one computes; ghost_plan.py plans (which layers, calls, forms,
-checks); the per-layer math is in ghost_rules.py (one call), ghost_reuse.py
-(several calls), contraction.py (einsum bookkeeping) and gram.py (Gram
-forms); module interception in module_hooks.py, the dataflow check for
-params read elsewhere in jaxpr_deps.py.
+References:
+  I. Goodfellow, "Efficient Per-Example Gradient Computations", 2015.
+  Z. Bu et al., "Scalable and Efficient Training of Large Convolutional
+  Neural Networks with Differential Privacy", NeurIPS 2022 (mixed ghost norm).
 
 Example (a param outside any supported layer: an error with method='ghost',
 per-example vmap gradients for it with method='auto'):

@@ -9,10 +9,11 @@ contraction (`contraction.Contraction`) or conv geometry. A layer is then
     all its calls), or
   - flagged with the reason it is not (the caller raises under
     method='ghost' and uses vmap under 'auto').
-Layers called more than once are handled (their cross terms are exact);
-a call inside a JAX transformation of the loss (jit, scan, vmap, remat),
-keyword arguments that change the computation, or params also read outside
-the layer's calls are not.
+Layers called more than once are handled (their cross terms are exact),
+and so are calls inside jit / checkpoint (remat) and inside a scan over
+params stacked along it; a layer shared across a scan's iterations, a call
+under vmap, keyword arguments that change the computation, or params also
+read outside the layer's calls are not (docs/design/ghost_norms.md).
 
 Example:
   >>> p = plan(loss_fn, params, batch, size=16)   # from_nnx(MLP(...))

@@ -89,6 +89,27 @@ def _paths_list(paths) -> str:
   return shown + (f' (and {len(paths) - 5} more)' if len(paths) > 5 else '')
 
 
+def check_param_paths(name: str, want, got, fix: str) -> None:
+  """Raises a one-line ValueError for a param path missing from `got` or a
+  path of `got` that is no param (`want`, `got`: {path: shape or leaf}).
+
+  Example:
+    >>> check_param_paths('rm3', {('w',): (2,)}, {}, 'Pass gradients.')
+    Traceback (most recent call last):
+    ValueError: updates: rm3 got no update for the param(s) 'w' (shape (2,)). ...
+  """
+  missing = [p for p in want if p not in got]
+  if missing:
+    raise ValueError(
+        f'updates: {name} got no update for the param(s) {_paths_list(missing)}'
+        f' (shape {tuple(want[missing[0]])}). {fix}')
+  extra = [p for p in got if p not in want]
+  if extra:
+    raise ValueError(
+        f'updates: {name} got update leaves {_paths_list(extra)} at paths that '
+        f'are not params. {fix}')
+
+
 def check_updates(updates: PyTree, state, name: str) -> int:
   """Checks `updates` against the recorded shapes; returns B.
 
@@ -102,16 +123,7 @@ def check_updates(updates: PyTree, state, name: str) -> int:
         f'PerExampleAggregateState of {name}.init(params). {contract(name)}')
   want = state.param_shapes.as_dict()
   got = leaves_by_path(updates, is_leaf=order_stats.is_lazy)
-  missing = [p for p in want if p not in got]
-  if missing:
-    raise ValueError(
-        f'updates: {name} got no update for the param(s) {_paths_list(missing)}'
-        f' (shape {tuple(want[missing[0]])}). {contract(name)}')
-  extra = [p for p in got if p not in want]
-  if extra:
-    raise ValueError(
-        f'updates: {name} got update leaves {_paths_list(extra)} at paths that '
-        f'are not params. {contract(name)}')
+  check_param_paths(name, want, got, contract(name))
   sizes = {}
   for path, leaf in got.items():
     shape = tuple(leaf.shape if order_stats.is_lazy(leaf) else jnp.shape(leaf))

@@ -22,6 +22,7 @@ from coherence_jax import _checks
 from coherence_jax._tree import PyTree
 from coherence_jax._tree import leaves_by_path
 from coherence_jax._tree import path_str
+from coherence_jax.aggregators import _contract
 from coherence_jax.aggregators import order_stats
 
 
@@ -46,18 +47,7 @@ def _check_updates(name: str, updates: PyTree, buffer: PyTree) -> None:
   got = leaves_by_path(updates)
   takes = (f'{name} takes ordinary (params-shaped) gradients at the paths of '
            'the params given to init.')
-  missing = [p for p in want if p not in got]
-  if missing:
-    raise ValueError(
-        f'updates: {name} got no update for the param(s) '
-        f'{", ".join(repr(path_str(p)) for p in missing)} (shape '
-        f'{want[missing[0]]}). {takes}')
-  extra = [p for p in got if p not in want]
-  if extra:
-    raise ValueError(
-        f'updates: {name} got update leaves '
-        f'{", ".join(repr(path_str(p)) for p in extra)} at paths that are not '
-        f'params. {takes}')
+  _contract.check_param_paths(name, want, got, takes)
   for path, leaf in got.items():
     shape, param = tuple(jnp.shape(leaf)), want[path]
     if shape == param:

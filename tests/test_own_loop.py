@@ -300,3 +300,15 @@ def test_ema_divides_the_averages_not_the_ratios():
   assert np.isinf(neg.noise_scale())
   with pytest.raises(ValueError, match='decay'):
     state.update(steps[0], decay=1.0)
+
+
+@pytest.mark.slow   # pmap compiles per device layout (~7 s)
+def test_inside_pmap_with_axis_name_equals_one_device():
+  loss_fn, params = helpers.tiny_mlp()
+  batch = helpers.tiny_batch(2 * D)
+  grad_fn = cj.value_and_grad(loss_fn, axis_name='data')
+  per_device = jax.tree.map(lambda x: x.reshape((D, 2) + x.shape[1:]), batch)
+  out = jax.pmap(grad_fn, axis_name='data', in_axes=(None, 0))(params,
+                                                                per_device)
+  first = jax.tree.map(lambda x: x[0], out)   # the same on every device
+  _check(first, loss_fn, params, batch)

@@ -6,7 +6,7 @@ times three jitted functions of (params, batch):
   one_pass    `coherence_jax.value_and_grad`: mean loss, mean gradient and the
               batch's CoherenceStats from ONE backward pass (ghost norms);
   two_passes  the plain gradient plus a separate `coherence_stats` call (what
-              the experiments' measurement steps paid before issue 19).
+              the experiments' measurement steps on a training batch used to pay).
 Prints their ratios to `plain` as a markdown table (benchmarks/
 README_own_loop.md) and one JSON line.
 

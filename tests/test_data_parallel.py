@@ -109,9 +109,9 @@ def assert_same_rows(got, want, rtol=1e-4):
                                  rtol=rtol, err_msg=name)
     for key in ('train_accuracy', 'test_accuracy'):
       np.testing.assert_allclose(g[key], w[key], atol=1e-3, err_msg=key)
-    # The training batch, measured by the step's own backward pass (issue
-    # 19): the noise scale (m − c)/(c − 1) amplifies c's relative error by
-    # c/|c − 1| (inf on both sides where c <= 1).
+    # The training batch, measured by the step's own backward pass: the
+    # noise scale (m − c)/(c − 1) amplifies c's relative error by c/|c − 1|
+    # (inf on both sides where c <= 1).
     if 'batch_loss' not in w:   # the last step: no training batch
       assert 'batch_loss' not in g
       continue

@@ -52,7 +52,7 @@ def test_tiny_run_writes_consistent_numbers(finished):
       assert set(r['modules']) == {'layers/0', 'layers/1'}
       assert r['epoch'] == r['step'] / 8
     # The training batch, measured by the step's own backward pass, and the
-    # TensorBoard events next to metrics.jsonl (issue 19).
+    # TensorBoard events next to metrics.jsonl.
     for r in rows[:-1]:   # the last step has no training batch
       assert 0 <= r['batch_m_coherence'] <= config.train.batch_size
       assert r['batch_noise_scale'] >= 0

@@ -74,15 +74,16 @@ def value_and_grad_stats(loss_fn: LossFn, params: PyTree, batch: PyTree, *,
       `axis_name`).
   """
   ghost.check_ghost_args(loss_fn, method, ghost_form)
-  _checks.check_per_example_loss(loss_fn, params, batch)
+  size = _checks.check_per_example_loss(loss_fn, params, batch)
   mesh_axes.check_axis_name(axis_name, batch)
   local = mesh_axes.as_varying(params, axis_name)
+  top_level = microbatch_size is None or microbatch_size >= size
 
   if ghost.uses_ghost(loss_fn, method):
     def chunk_pass(chunk):
       out = ghost.scaled_sum_and_sq_norms(
           loss_fn, local, chunk, method=method, ghost_form=ghost_form,
-          axis_name=axis_name)
+          axis_name=axis_name, top_level=top_level)
       stats = CoherenceStats.from_sums(
           out.sum_grads, jax.tree.map(jnp.sum, out.sq_norms),
           _checks.batch_size(chunk), scale=out.scale)

@@ -52,14 +52,25 @@ from coherence_jax.models import CNN
 from coherence_jax.models import cross_entropy_loss
 from experiments.common import metric_writers
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where event files and '
-                               'metrics.jsonl go.')
-_STEPS = flags.DEFINE_integer('steps', 300, 'Training steps.')
-_EVERY = flags.DEFINE_integer('every', 10, 'Measure every this many steps.')
-_BATCH = flags.DEFINE_integer('batch_size', 128, 'Examples per step.')
-_LR = flags.DEFINE_float('learning_rate', 1e-3, 'Adam learning rate.')
-_TIMING_REPS = flags.DEFINE_integer('timing_reps', 20, 'Timed steps of each '
-                                    'kind for the overhead (0: none).')
+
+
+def _define_flags() -> Dict[str, Any]:
+  """The command line's flags (defined when run as a program only, so that
+  importing `train` next to the experiments' mains defines nothing)."""
+  return {
+      'workdir': flags.DEFINE_string('workdir', None, 'Where event files and '
+                                     'metrics.jsonl go.'),
+      'steps': flags.DEFINE_integer('steps', 300, 'Training steps.'),
+      'every': flags.DEFINE_integer('every', 10, 'Measure every this many '
+                                    'steps.'),
+      'batch_size': flags.DEFINE_integer('batch_size', 128, 'Examples per '
+                                         'step.'),
+      'learning_rate': flags.DEFINE_float('learning_rate', 1e-3, 'Adam '
+                                          'learning rate.'),
+      'timing_reps': flags.DEFINE_integer('timing_reps', 20, 'Timed steps of '
+                                          'each kind for the overhead (0: '
+                                          'none).'),
+  }
 
 
 def train(workdir: str, *, steps: int = 300, every: int = 10,
@@ -163,22 +174,23 @@ def _overhead(plain_step, measured_step, params, opt_state, batch, reps,
           'overhead_ratio': ratio, 'overhead_per_step': (ratio - 1) / every}
 
 
-def main(argv):
+def main(argv, flag_values: Dict[str, Any]):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not _WORKDIR.value:
+  values = {name: flag.value for name, flag in flag_values.items()}
+  workdir = values.pop('workdir')
+  if not workdir:
     raise app.UsageError('--workdir: pass a directory for the event files.')
-  summary = train(_WORKDIR.value, steps=_STEPS.value, every=_EVERY.value,
-                  batch_size=_BATCH.value, learning_rate=_LR.value,
-                  timing_reps=_TIMING_REPS.value)
+  summary = train(workdir, **values)
   for key, value in summary.items():
     print(f'{key}: {value:.4g}' if isinstance(value, float)
           else f'{key}: {value}')
   if 'overhead_ratio' in summary:
     print(f'A measured step costs {summary["overhead_ratio"]:.2f}x a plain '
-          f'one: measuring every {_EVERY.value} steps adds '
+          f'one: measuring every {values["every"]} steps adds '
           f'{100 * summary["overhead_per_step"]:.1f} % per step.')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  _FLAGS = _define_flags()
+  app.run(lambda argv: main(argv, _FLAGS))

@@ -159,7 +159,7 @@ def _contraction(module, method, x, kwargs):
 
 
 def _call_problem(layer, module, method, x, kwargs, size):
-  """Why this call cannot take its rule, or None; else fills the info."""
+  """(the call's info for its rule, None), or (None, why it cannot take it)."""
   shape = getattr(x, 'shape', ())
   if not shape or shape[0] != size:
     return None, (f'input of shape {shape} has no leading example axis of '
@@ -197,9 +197,18 @@ def _module_key(module) -> Tuple[type, tuple]:
 def plan(loss_fn, params, chunk, size: int, forced=None) -> ghost_plan.Plan:
   """Traces `loss_fn` once under linen interception; the `ghost_plan.Plan`.
 
-  Layers are keyed by the path of their params in `params`; `Plan.layers`
-  values carry `module_key` (module type and scope path) in `rule_key` of
-  the layer for the run-time interceptor.
+  Layers are keyed by the path of their params in `params`; each carries
+  `module_key` (module type, scope path), by which the run-time interceptor
+  (`hooked`) recognizes its calls.
+
+  Example:
+    >>> import flax.linen as nn
+    >>> dense = nn.Dense(2)
+    >>> p = dense.init(jax.random.key(0), jnp.ones((1, 3)))['params']
+    >>> loss = lambda p, b: dense.apply({'params': p}, b).sum(-1)
+    >>> layer = plan(loss, p, jnp.ones((4, 3)), 4).layers[()]
+    >>> layer.kind, layer.forms, layer.module_key
+    ('linear', {'kernel': 'outer', 'bias': 'materialize'}, (<class 'flax.linen.linear.Dense'>, ()))
   """
   paths = ghost_plan.leaf_paths(params)
   layers: Dict[tuple, ghost_plan.Layer] = {}

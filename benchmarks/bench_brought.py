@@ -108,18 +108,8 @@ def measure(name, build):
   try:
     loss_fn, params, batch = build()
     paths = cj.norm_paths(loss_fn, params, batch)
-    plain = jax.jit(jax.grad(lambda p, b: jnp.mean(loss_fn(p, b))))
-    auto = jax.jit(lambda p, b: cj.coherence.coherence_stats(
-        loss_fn, p, b, method='auto'))
-    vmap = jax.jit(lambda p, b: cj.coherence.coherence_stats(
-        loss_fn, p, b, method='vmap'))
-    fns = {'plain': plain, 'auto': auto, 'vmap': vmap}
-    times = harness.time_interleaved(
-        {k: (lambda f=f: f(params, batch)) for k, f in fns.items()},
-        reps=FLAGS.reps, warmup=1)
-    mem = {k: harness.compiled_bytes(f, params, batch) for k, f in fns.items()}
-    coh = {k: float(fns[k](params, batch).m_coherence())
-           for k in ('auto', 'vmap')}
+    times, mem, coh = harness.alpha_against_plain(loss_fn, params, batch,
+                                                  FLAGS.reps)
   finally:
     cj.unregister_ghost_rule(bm.GemmaRMSNorm)
   ways = sorted(set(paths.values()))

@@ -165,16 +165,8 @@ def imagenet_cases():
 
 def measure(name, loss_fn, params, batch):
   paths = cj.norm_paths(loss_fn, params, batch)
-  plain = jax.jit(jax.grad(lambda p, b: jnp.mean(loss_fn(p, b))))
-  auto = jax.jit(lambda p, b: cj.coherence.coherence_stats(loss_fn, p, b))
-  vmap = jax.jit(lambda p, b: cj.coherence.coherence_stats(
-      loss_fn, p, b, method='vmap'))
-  fns = {'plain': plain, 'auto': auto, 'vmap': vmap}
-  times = harness.time_interleaved(
-      {k: (lambda f=f: f(params, batch)) for k, f in fns.items()},
-      reps=FLAGS.reps, warmup=1)
-  coh = {k: float(fns[k](params, batch).m_coherence()) for k in ('auto',
-                                                                 'vmap')}
+  times, _, coh = harness.alpha_against_plain(loss_fn, params, batch,
+                                              FLAGS.reps)
   base = times['plain']['median_ms']
   ghost = sum(1 for w in paths.values() if w.startswith('ghost'))
   return [name, f'{ghost}/{len(paths)}', ', '.join(sorted(set(paths.values()))),

@@ -53,6 +53,31 @@ def time_interleaved(fns: Dict[str, Callable[[], Any]], reps: int = 10,
                  'max_ms': max(t)} for name, t in times.items()}
 
 
+def alpha_against_plain(loss_fn, params, batch, reps: int):
+  """α by method='auto' and 'vmap' against the plain gradient of the mean
+  loss, timed round-robin in this process.
+
+  Returns:
+    `(times, compiled, m_coherence)`: {'plain' / 'auto' / 'vmap': the
+    `time_interleaved` entry}, {same: `compiled_bytes`}, {'auto' / 'vmap':
+    m-coherence}.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from coherence_jax import coherence  # pylint: disable=g-import-not-at-top
+  fns = {'plain': jax.jit(jax.grad(lambda p, b: jnp.mean(loss_fn(p, b))))}
+  for method in ('auto', 'vmap'):
+    fns[method] = jax.jit(lambda p, b, m=method: coherence.coherence_stats(
+        loss_fn, p, b, method=m))
+  times = time_interleaved(
+      {k: (lambda f=f: f(params, batch)) for k, f in fns.items()},
+      reps=reps, warmup=1)
+  compiled = {k: compiled_bytes(f, params, batch) for k, f in fns.items()}
+  coherence_of = {k: float(fns[k](params, batch).m_coherence())
+                  for k in ('auto', 'vmap')}
+  return times, compiled, coherence_of
+
+
 def compiled_bytes(jitted: Callable, *args, **kwargs) -> int:
   """Temp + output bytes XLA allocates for one call (arguments excluded)."""
   analysis = jitted.lower(*args, **kwargs).compile().memory_analysis()

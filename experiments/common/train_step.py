@@ -66,6 +66,14 @@ def mean_grad(loss_fn) -> GradFn:
   return MeanGrad(loss_fn)
 
 
+def _apply_update(optimizer, state, grads):
+  """One optimizer step on `state`; also whether the new params are finite."""
+  updates, opt_state = optimizer.update(grads, state['opt_state'],
+                                        state['params'])
+  params = optax.apply_updates(state['params'], updates)
+  return {'params': params, 'opt_state': opt_state}, all_finite(params)
+
+
 def all_finite(tree: Any) -> jax.Array:
   """False if any value of `tree` is NaN or ±inf: isfinite of the total sum.
 
@@ -97,11 +105,7 @@ def make_train_step(grad_fn: GradFn, optimizer: optax.GradientTransformation,
     slice of the global batch instead (streamed data, several processes;
     `distributed.shard_local_batch`).
   """
-  def update(state, grads):
-    updates, opt_state = optimizer.update(grads, state['opt_state'],
-                                          state['params'])
-    params = optax.apply_updates(state['params'], updates)
-    return {'params': params, 'opt_state': opt_state}, all_finite(params)
+  update = functools.partial(_apply_update, optimizer)
 
   if mesh is None:
     return jax.jit(lambda state, batch: update(
@@ -152,11 +156,7 @@ def make_measured_step(loss_fn, optimizer: optax.GradientTransformation,
   inside `jax.shard_map` (axis_name 'data'); zero-weight padding is counted
   neither in the gradient's mean nor in the stats.
   """
-  def update(state, grads):
-    updates, opt_state = optimizer.update(grads, state['opt_state'],
-                                          state['params'])
-    params = optax.apply_updates(state['params'], updates)
-    return {'params': params, 'opt_state': opt_state}, all_finite(params)
+  update = functools.partial(_apply_update, optimizer)
 
   if mesh is None:
     @jax.jit

@@ -280,32 +280,30 @@ def conv_info(module) -> Dict[str, Any]:
 
 
 def _contraction_of(module, method, x, kwargs):
-  """(Contraction, None) of a linear call or attend; (None, reason)."""
+  """The `Contraction` of an NNX linear call or attend, or why there is none."""
   ndim = x.ndim
   if method == 'attend':
     spec = contraction.of_attend(ndim)
   elif isinstance(module, nnx.Linear):
     if module.dot_general is not jax.lax.dot_general:
-      return None, 'uses a custom dot_general'
+      return 'uses a custom dot_general'
     spec = contraction.of_linear(ndim, module.bias is not None)
   elif isinstance(module, nnx.LinearGeneral):
     if module.dot_general is not None or module.dot_general_cls is not None:
-      return None, 'uses a custom dot_general'
+      return 'uses a custom dot_general'
     spec = contraction.of_linear_general(
         ndim, module.axis, tuple(module.batch_axis), len(module.out_features),
         module.bias is not None)
   else:
     if module.einsum_op is not jnp.einsum:
-      return None, 'uses a custom einsum_op'
+      return 'uses a custom einsum_op'
     einsum_str = kwargs.get('einsum_str') or module.einsum_str
     spec = contraction.of_einsum(str(einsum_str), ndim, module.kernel.ndim,
                                  module.bias is not None)
-  if isinstance(spec, str):
-    return None, spec
-  if module.promote_dtype is not nnx_dtypes.promote_dtype:
-    return None, 'uses a custom promote_dtype'
-  reason = contraction.problem(spec)
-  return (None, reason) if reason else (spec, None)
+  if not isinstance(spec, str) and (
+      module.promote_dtype is not nnx_dtypes.promote_dtype):
+    return 'uses a custom promote_dtype'
+  return spec
 
 
 def example_out_first(spec):
@@ -363,11 +361,22 @@ def _call_problem(layer, module, method, x, kwargs, size) -> Optional[str]:
   return None
 
 
-def _call_info(layer, module, method, x, kwargs):
-  """(info, None) for the rules, or (None, reason)."""
+def call_info(layer, module, method, x, kwargs, contraction_of=None):
+  """(info, None) for the rules, or (None, reason).
+
+  Args:
+    layer: the planned `Layer`.
+    module: the called module (NNX, or linen with `contraction_of`).
+    method: '__call__' or 'attend'.
+    x: the call's input.
+    kwargs: its other arguments by name.
+    contraction_of: `f(module, method, x, kwargs)` -> the call's `Contraction`
+      or why there is none (default: NNX's layers).
+  """
   if layer.kind == 'linear' or method == 'attend':
-    spec, reason = _contraction_of(module, method, x, kwargs)
-    if reason is not None:
+    spec = (contraction_of or _contraction_of)(module, method, x, kwargs)
+    reason = spec if isinstance(spec, str) else contraction.problem(spec)
+    if reason:
       return None, reason
     spec, axis = example_out_first(spec)
     return ({'spec': spec, 'out_axis': axis} if axis else {'spec': spec},
@@ -419,7 +428,7 @@ def _plan_hook(layer, p_outer, size, top, tag_prefix):
     if problem is None:
       problem = _call_problem(layer, module, method, x, named, size)
     if problem is None:
-      info, problem = _call_info(layer, module, method, x, named)
+      info, problem = call_info(layer, module, method, x, named)
     if problem is None:
       stack, problem = _stack_of(layer, p_now, p_outer)
     if problem is not None:

@@ -127,16 +127,16 @@ def module_apply(module, method: str, kwargs):
 
 
 def _contraction(module, method, x, kwargs):
-  """(Contraction, None) of a linen linear call or attend; (None, reason)."""
+  """The `Contraction` of a linen linear call or attend, or why there is none."""
   if method == 'attend':
     spec = contraction.of_attend(x.ndim)
   elif isinstance(module, nn.Dense):
     if module.dot_general is not None or module.dot_general_cls is not None:
-      return None, 'uses a custom dot_general'
+      return 'uses a custom dot_general'
     spec = contraction.of_linear(x.ndim, module.use_bias)
   elif isinstance(module, nn.DenseGeneral):
     if module.dot_general is not None or module.dot_general_cls is not None:
-      return None, 'uses a custom dot_general'
+      return 'uses a custom dot_general'
     axis = module.axis if isinstance(module.axis, tuple) else (module.axis,)
     features = (module.features if isinstance(module.features, tuple)
                 else (module.features,))
@@ -146,16 +146,11 @@ def _contraction(module, method, x, kwargs):
     einsum_str = kwargs.get('einsum_str') or module.einsum_str
     spec = contraction.of_einsum(str(einsum_str), x.ndim, len(module.shape),
                                  module.use_bias)
-  if isinstance(spec, str):
-    return None, spec
-  if getattr(module, 'promote_dtype', linen_dtypes.promote_dtype) is not (
-      linen_dtypes.promote_dtype):
-    return None, 'uses a custom promote_dtype'
-  reason = contraction.problem(spec)
-  if reason:
-    return None, reason
-  spec, axis = ghost_plan.example_out_first(spec)
-  return ({'spec': spec, 'out_axis': axis} if axis else {'spec': spec}), None
+  if not isinstance(spec, str) and getattr(
+      module, 'promote_dtype', linen_dtypes.promote_dtype) is not (
+          linen_dtypes.promote_dtype):
+    return 'uses a custom promote_dtype'
+  return spec
 
 
 def _call_problem(layer, module, method, x, kwargs, size):
@@ -166,8 +161,7 @@ def _call_problem(layer, module, method, x, kwargs, size):
                   f'size {size}')
   for k, v in kwargs.items():
     if isinstance(v, jax.Array) or hasattr(v, 'aval'):
-      if not (k == 'mask' and v is None):
-        return None, f'is called with the array argument {k!r}'
+      return None, f'is called with the array argument {k!r}'
     elif k == 'use_running_average' and v is False:
       return None, 'BatchNorm in training mode couples the examples'
     elif k not in ('use_running_average', 'einsum_str', 'mask') and (
@@ -177,17 +171,9 @@ def _call_problem(layer, module, method, x, kwargs, size):
       kwargs.get('use_running_average') or module.use_running_average):
     return None, ('BatchNorm in training mode couples the examples of a '
                   'batch; apply the model with use_running_average=True')
-  if layer.kind == 'linear' or method == 'attend':
-    return _contraction(module, method, x, kwargs)
-  if layer.kind == 'embed':
-    return {'vocab': module.num_embeddings}, None
-  if layer.kind == 'conv':
-    if len(shape) < len(module.kernel_size) + 2:
-      return None, f'input of shape {shape} has no batch axis'
-    return ghost_plan.conv_info(module), None
-  if layer.kind == 'registered':
-    return {'sq_norms': layer.rule.sq_norms}, None
-  return {}, None
+  if layer.kind == 'conv' and len(shape) < len(module.kernel_size) + 2:
+    return None, f'input of shape {shape} has no batch axis'
+  return ghost_plan.call_info(layer, module, method, x, kwargs, _contraction)
 
 
 def _module_key(module) -> Tuple[type, tuple]:

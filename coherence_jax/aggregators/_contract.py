@@ -153,14 +153,9 @@ def check_not_under_apply_if_finite(name: str) -> None:
   output types" (even on finite input: both branches are traced). Detected by
   the optax frame on the call stack (trace-time only, a few frames deep).
   """
-  frame = sys._getframe(1)  # pylint: disable=protected-access
-  for _ in range(64):
-    if frame is None:
-      return
-    code = frame.f_code
-    if (code.co_name == 'do_update' and 'optax' in code.co_filename
-        and code.co_filename.endswith('_conditionality.py')):
-      raise ValueError(
+  for _ in _optax_frames(sys._getframe(1), 'do_update',  # pylint: disable=protected-access
+                         '_conditionality.py'):
+    raise ValueError(
           f'{name} cannot run inside optax.apply_if_finite: on a skipped step '
           'apply_if_finite returns zeros shaped like its input updates, which '
           'are per-example [B, *param.shape] here, not params-shaped. Put '
@@ -168,6 +163,19 @@ def check_not_under_apply_if_finite(name: str) -> None:
           'optax.apply_if_finite(optax.sgd(0.1), max_consecutive_errors=5)). '
           'A NaN in any example then skips the step (NaN propagates through '
           'the aggregators); +-inf alone may be clipped away by a robust one.')
+
+
+def _optax_frames(start, function: str, file_suffix: str):
+  """The frames of optax's `function` (in a file ending `file_suffix`) on the
+  call stack from `start` outwards (at most 64 frames deep)."""
+  frame = start
+  for _ in range(64):
+    if frame is None:
+      return
+    code = frame.f_code
+    if (code.co_name == function and 'optax' in code.co_filename
+        and code.co_filename.endswith(file_suffix)):
+      yield frame
     frame = frame.f_back
 
 
@@ -178,23 +186,16 @@ def _chain_frames(start):
   one `update_fn` frame; while transform i runs, that frame holds the i
   states already updated (`new_state`) and all old states (`state`).
   """
-  frame = start
-  for _ in range(64):
-    if frame is None:
-      return
-    code = frame.f_code
-    if (code.co_name == 'update_fn' and 'optax' in code.co_filename
-        and code.co_filename.endswith('_combining.py')):
-      local = frame.f_locals
-      done, state = local.get('new_state'), local.get('state')
-      if isinstance(done, list) and isinstance(state, (tuple, list)):
-        yield 'optax.chain', [(str(i), s) for i, s in
-                              enumerate(state[:len(done)])]
-      elif isinstance(done, dict) and isinstance(state, dict):
-        names = [n for n, _ in local.get('transforms', ())][:len(done)]
-        yield 'optax.named_chain', [(repr(n), state[n]) for n in names
-                                    if n in state]
-    frame = frame.f_back
+  for frame in _optax_frames(start, 'update_fn', '_combining.py'):
+    local = frame.f_locals
+    done, state = local.get('new_state'), local.get('state')
+    if isinstance(done, list) and isinstance(state, (tuple, list)):
+      yield 'optax.chain', [(str(i), s) for i, s in
+                            enumerate(state[:len(done)])]
+    elif isinstance(done, dict) and isinstance(state, dict):
+      names = [n for n, _ in local.get('transforms', ())][:len(done)]
+      yield 'optax.named_chain', [(repr(n), state[n]) for n in names
+                                  if n in state]
 
 
 def check_first_in_chain(name: str, state: PerExampleAggregateState,

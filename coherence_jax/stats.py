@@ -38,7 +38,8 @@ from coherence_jax._tree import path_str
 
 
 @functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=['sum_grads', 'sum_sq_norms', 'count', 'scale'],
+                   data_fields=['sum_grads', 'scaled_sq_norms', 'count',
+                                'scale'],
                    meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class CoherenceStats:
@@ -46,9 +47,11 @@ class CoherenceStats:
 
   Attributes:
     sum_grads: S = Σ g_i, params-shaped, float32.
-    sum_sq_norms: per param leaf, Σ_i ‖g_i^leaf‖² / scale² (float32 scalars).
+    scaled_sq_norms: per param leaf, Σ_i ‖g_i^leaf‖² / scale² (float32
+      scalars): Q in units of scale², as the name says. Read Q itself, in
+      plain units, with `sq_norms()`.
     count: m, the number of examples (int32).
-    scale: a power of two; `sum_sq_norms` are in units of scale² (see the
+    scale: a power of two; `scaled_sq_norms` are in units of scale² (see the
       module docstring). `sq_norms()` gives Q per leaf in plain units. 0 for
       statistics without a nonzero gradient (`zeros`, all-zero gradients):
       merge treats them as empty, whatever the other side's scale.
@@ -72,7 +75,7 @@ class CoherenceStats:
     4.0
   """
   sum_grads: PyTree
-  sum_sq_norms: PyTree
+  scaled_sq_norms: PyTree
   count: jax.Array
   scale: jax.Array
 
@@ -98,7 +101,8 @@ class CoherenceStats:
     return cls(
         sum_grads=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32),
                                params),
-        sum_sq_norms=jax.tree.map(lambda p: jnp.zeros((), jnp.float32), params),
+        scaled_sq_norms=jax.tree.map(lambda p: jnp.zeros((), jnp.float32),
+                                     params),
         count=jnp.zeros((), jnp.int32),
         scale=jnp.zeros((), jnp.float32))
 
@@ -123,7 +127,7 @@ class CoherenceStats:
       ...     {'w': jnp.array([[1., 0.], [0., 1.], [1., 1.]])})
       >>> int(stats.count), stats.sum_grads['w']
       (3, Array([2., 2.], dtype=float32))
-      >>> float(stats.scale), float(stats.sum_sq_norms['w'])   # Q / scale²
+      >>> float(stats.scale), float(stats.scaled_sq_norms['w'])   # Q / scale²
       (2.0, 1.0)
       >>> float(stats.sq_norms()['w'])
       4.0
@@ -145,7 +149,7 @@ class CoherenceStats:
     unit = power_of_two_above(largest)
     return cls(
         sum_grads=jax.tree.map(reductions.sum_over_examples, grads),
-        sum_sq_norms=jax.tree.map(
+        scaled_sq_norms=jax.tree.map(
             lambda g: reductions.total_sq_norm(g / unit), grads),
         count=jnp.asarray(next(iter(sizes.values())), jnp.int32),
         scale=jnp.where(largest == 0, jnp.float32(0), unit))
@@ -197,7 +201,7 @@ class CoherenceStats:
     return cls(
         sum_grads=jax.tree.map(lambda s: jnp.asarray(s, jnp.float32),
                                sum_grads),
-        sum_sq_norms=sq_norms,
+        scaled_sq_norms=sq_norms,
         count=jnp.asarray(count, jnp.int32),
         scale=jnp.where(total > 0, scale, jnp.float32(0)))
 
@@ -214,7 +218,7 @@ class CoherenceStats:
       >>> stats = CoherenceStats.from_grads(
       ...     {'w': jnp.array([[1., 0.], [0., 1.], [1., 1.]])})
       >>> wide = stats.rescaled(jnp.float32(4.))
-      >>> float(wide.sum_sq_norms['w']), float(wide.sq_norms()['w'])
+      >>> float(wide.scaled_sq_norms['w']), float(wide.sq_norms()['w'])
       (0.25, 4.0)
     """
     # Equal scales (0 and 0 included) keep Q exactly; a smaller side's Q
@@ -223,8 +227,8 @@ class CoherenceStats:
     ratio = jnp.where(self.scale == scale, jnp.float32(1),
                       self.scale / jnp.where(scale > 0, scale, 1))
     return dataclasses.replace(
-        self, sum_sq_norms=jax.tree.map(lambda q: q * ratio * ratio,
-                                        self.sum_sq_norms), scale=scale)
+        self, scaled_sq_norms=jax.tree.map(lambda q: q * ratio * ratio,
+                                           self.scaled_sq_norms), scale=scale)
 
   def merge(self, other: 'CoherenceStats') -> 'CoherenceStats':
     """Statistics of the union of both samples: every sum adds.
@@ -258,7 +262,8 @@ class CoherenceStats:
     a, b = self.rescaled(scale), other.rescaled(scale)
     return CoherenceStats(
         sum_grads=jax.tree.map(jnp.add, a.sum_grads, b.sum_grads),
-        sum_sq_norms=jax.tree.map(jnp.add, a.sum_sq_norms, b.sum_sq_norms),
+        scaled_sq_norms=jax.tree.map(jnp.add, a.scaled_sq_norms,
+                                     b.scaled_sq_norms),
         count=a.count + b.count, scale=scale)
 
   def psum(self, axis_name) -> 'CoherenceStats':
@@ -282,7 +287,8 @@ class CoherenceStats:
       (Array([4, 4], dtype=int32), Array([3., 3.], dtype=float32))
     """
     scaled = self.rescaled(jax.lax.pmax(self.scale, axis_name))
-    sums = jax.lax.psum((scaled.sum_grads, scaled.sum_sq_norms, scaled.count),
+    sums = jax.lax.psum((scaled.sum_grads, scaled.scaled_sq_norms,
+                         scaled.count),
                         axis_name)
     return CoherenceStats(*sums, scale=scaled.scale)
 
@@ -299,7 +305,7 @@ class CoherenceStats:
       4.0
     """
     return jax.tree.map(lambda q: q * self.scale * self.scale,
-                        self.sum_sq_norms)
+                        self.scaled_sq_norms)
 
   def sq_norm_of_sum(self) -> PyTree:
     """‖S_l‖² per leaf.
@@ -326,7 +332,7 @@ class CoherenceStats:
     unit = jnp.where(self.scale > 0, self.scale, 1)   # scale 0: S = 0
     s2 = reductions.tree_sq_norm(
         jax.tree.map(lambda s: s / unit, self.sum_grads))
-    q = sum(jax.tree.leaves(self.sum_sq_norms))
+    q = sum(jax.tree.leaves(self.scaled_sq_norms))
     return s2, q, self.count.astype(jnp.float32)
 
   def alpha(self) -> jax.Array:
@@ -478,7 +484,7 @@ class CoherenceStats:
     m = int(jax.device_get(self.count))
     scale = float(jax.device_get(self.scale)) or 1.0   # scale 0: S = 0
     s_leaves = jax.tree_util.tree_leaves_with_path(self.sum_grads)
-    q_leaves = jax.tree.leaves(self.sum_sq_norms)
+    q_leaves = jax.tree.leaves(self.scaled_sq_norms)
     per_leaf = {}
     for (path, s), q in zip(s_leaves, q_leaves):
       s = np.asarray(jax.device_get(s), np.float64).ravel() / scale
@@ -520,7 +526,7 @@ def _check_same_structure(a, b) -> None:
         f'CoherenceStats.merge: other is a {type(b).__name__}, not '
         'CoherenceStats; build it with CoherenceStats.from_grads / from_sums '
         '/ zeros.')
-  for field in ('sum_grads', 'sum_sq_norms'):
+  for field in ('sum_grads', 'scaled_sq_norms'):
     mine = leaves_by_path(getattr(a, field))
     theirs = leaves_by_path(getattr(b, field))
     for where, one, two in (('self', mine, theirs), ('other', theirs, mine)):

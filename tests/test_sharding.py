@@ -117,7 +117,7 @@ def test_explicit_axes_batch_equals_one_device(method):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(
       a, b, rtol=RTOL, atol=1e-6 * scale), got.sum_grads, want.sum_grads)
   q = lambda stats: jax.tree.map(lambda v: v * stats.scale**2,
-                                 stats.sum_sq_norms)
+                                 stats.scaled_sq_norms)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=RTOL),
                q(got), q(want))
 

@@ -95,7 +95,7 @@ def test_zeros_is_an_exact_identity_of_merge(scale):
   for merged in (empty.merge(x), x.merge(empty), empty.merge(empty).merge(x)):
     # Adding exact zeros and multiplying by 1 are exact: == is right.
     assert float(merged.scale) == float(x.scale)
-    assert float(merged.sum_sq_norms['w']) == float(x.sum_sq_norms['w'])
+    assert float(merged.scaled_sq_norms['w']) == float(x.scaled_sq_norms['w'])
     np.testing.assert_array_equal(merged.sum_grads['w'], x.sum_grads['w'])
     assert int(merged.count) == 4
     assert float(merged.m_coherence()) == float(x.m_coherence())

@@ -43,8 +43,8 @@ from coherence_jax.api import value_and_grad
 from coherence_jax.noise_scale import NoiseScaleEMA
 from coherence_jax.api import winsorized_mean_grad
 from coherence_jax.per_example.ghost import norm_paths
-from coherence_jax.per_example.ghost_registry import register_ghost_rule
-from coherence_jax.per_example.ghost_registry import unregister_ghost_rule
+from coherence_jax.per_example.ghost import register_ghost_rule
+from coherence_jax.per_example.ghost import unregister_ghost_rule
 from coherence_jax.per_example.nnx_bridge import from_nnx
 from coherence_jax.stats import CoherenceStats
 

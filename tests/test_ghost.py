@@ -22,7 +22,7 @@ import coherence_jax as cj
 from coherence_jax import coherence
 from coherence_jax import reductions
 from coherence_jax.per_example import ghost
-from coherence_jax.per_example import ghost_rules
+from coherence_jax.per_example.ghost import rules as ghost_rules
 
 RTOL = 1e-4  # see the module docstring
 

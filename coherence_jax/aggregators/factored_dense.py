@@ -42,12 +42,12 @@ from coherence_jax import _checks
 from coherence_jax._tree import PyTree
 from coherence_jax._tree import key_tuple
 from coherence_jax.aggregators import order_stats
-from coherence_jax.per_example import ghost_plan
-from coherence_jax.per_example import ghost_rules
 from coherence_jax.per_example import jaxpr_deps
 from coherence_jax.per_example import module_hooks
 from coherence_jax.per_example import nnx_bridge
 from coherence_jax.per_example import vmap_grads
+from coherence_jax.per_example.ghost import plan as ghost_plan
+from coherence_jax.per_example.ghost import rules as ghost_rules
 
 
 # Floats of conv patches formed at once (64 MiB of float32): a whole CNN batch

@@ -1,9 +1,10 @@
 """Per-example gradients and their squared norms; the NNX bridge.
 
 `vmap_grads`: per-example / per-group gradients (vmap of grad, micro-batched).
-`ghost`: per-example squared norms without per-example gradients, planned per
-layer (`ghost_rules`) through module interception (`module_hooks`,
-`jaxpr_deps`). `nnx_bridge`: an NNX model as a pure `loss_fn(params, batch)`.
+`ghost/`: per-example squared norms without per-example gradients, planned per
+layer (`ghost.plan`, `ghost.rules`) through module interception
+(`module_hooks`, `jaxpr_deps`). `nnx_bridge`: an NNX model as a pure
+`loss_fn(params, batch)`.
 
 These are the plain traceable functions (`coherence_jax` jits them):
   >>> from coherence_jax.per_example import vmap_grads

@@ -41,11 +41,11 @@ from flax.linen import dtypes as linen_dtypes
 from jax.extend import core as jex_core
 
 from coherence_jax._tree import path_str
-from coherence_jax.per_example import contraction
-from coherence_jax.per_example import ghost_plan
-from coherence_jax.per_example import ghost_registry
-from coherence_jax.per_example import ghost_rules
 from coherence_jax.per_example import jaxpr_deps
+from coherence_jax.per_example.ghost import contraction
+from coherence_jax.per_example.ghost import plan as ghost_plan
+from coherence_jax.per_example.ghost import registry as ghost_registry
+from coherence_jax.per_example.ghost import rules as ghost_rules
 
 BUILTIN = {
     nn.Dense: ghost_registry.Rule('linear', ('kernel', 'bias')),

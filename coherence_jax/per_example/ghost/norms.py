@@ -5,13 +5,13 @@ layer z = a W (+ b) with T positions per example, example i's weight gradient
 is A_iᵀ Δ_i (Δ_i the output cotangent), whose squared norm is ‖a_i‖² ‖δ_i‖² for
 T = 1 (Goodfellow 2015), ⟨A_i A_iᵀ, Δ_i Δ_iᵀ⟩ (Gram form) or ‖A_iᵀ Δ_i‖² formed a
 few examples at a time, whichever is cheaper per layer (Bu et al. 2022). The
-loss is traced once (ghost_plan.py; linen_ghost.py for linen models), each
-layer's call is routed through its rule (ghost_rules.py; ghost_reuse.py for
-layers called several times), and one `jax.grad` of Σ_i ℓ_i, seeded with a
-power of two, yields S and every per-example norm. Modules of one's own take
-the per-module fallback or a registered rule (ghost_registry.py); a param no
-module rule covers takes vmap (`method='auto'`), or is an error naming it
-(`method='ghost'`). `norm_paths` lists which way each param takes.
+loss is traced once (plan.py; linen.py for linen models), each layer's call is
+routed through its rule (rules.py; reuse.py for layers called several times),
+and one `jax.grad` of Σ_i ℓ_i, seeded with a power of two, yields S and every
+per-example norm. Modules of one's own take the per-module fallback or a
+registered rule (registry.py); a param no module rule covers takes vmap
+(`method='auto'`), or is an error naming it (`method='ghost'`). `norm_paths`
+lists which way each param takes.
 
 How and why, with the measurements behind the choices: docs/design/ghost_norms.md.
 
@@ -55,13 +55,13 @@ from coherence_jax import stats as stats_lib
 from coherence_jax import mesh_axes
 from coherence_jax._tree import PyTree
 from coherence_jax._tree import path_str
-from coherence_jax.per_example import ghost_plan
-from coherence_jax.per_example import ghost_reuse
-from coherence_jax.per_example import ghost_rules
-from coherence_jax.per_example import linen_ghost
 from coherence_jax.per_example import module_hooks
 from coherence_jax.per_example import nnx_bridge
 from coherence_jax.per_example import vmap_grads
+from coherence_jax.per_example.ghost import linen as linen_ghost
+from coherence_jax.per_example.ghost import plan as ghost_plan
+from coherence_jax.per_example.ghost import reuse as ghost_reuse
+from coherence_jax.per_example.ghost import rules as ghost_rules
 
 # 'ghost': only ghost rules (unsupported params are an error); 'auto': ghost
 # where possible, per-example vmap gradients elsewhere; 'vmap': vmap only.

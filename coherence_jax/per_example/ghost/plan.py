@@ -38,11 +38,11 @@ from jax.extend import core as jex_core
 
 from coherence_jax._tree import key_tuple
 from coherence_jax._tree import path_str
-from coherence_jax.per_example import contraction
-from coherence_jax.per_example import ghost_registry
-from coherence_jax.per_example import ghost_rules
 from coherence_jax.per_example import jaxpr_deps
 from coherence_jax.per_example import module_hooks
+from coherence_jax.per_example.ghost import contraction
+from coherence_jax.per_example.ghost import registry as ghost_registry
+from coherence_jax.per_example.ghost import rules as ghost_rules
 
 # The methods routed through hooks (where the class has them).
 METHODS = ('__call__', 'attend')
@@ -112,7 +112,7 @@ class Plan:
   """Supported layers by module path, and reasons for every other param."""
   layers: Dict[Tuple[Any, ...], Layer]
   unsupported: Dict[Tuple[Any, ...], str]
-  linen: bool = False  # layers are flax.linen modules (linen_ghost.py)
+  linen: bool = False  # layers are flax.linen modules (linen.py)
 
   def good(self) -> Dict[Tuple[Any, ...], Layer]:
     """The layers ghost rules handle."""

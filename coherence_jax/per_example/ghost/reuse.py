@@ -28,10 +28,10 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import jax
 
 from coherence_jax import reductions
-from coherence_jax.per_example import contraction
-from coherence_jax.per_example import ghost_plan
-from coherence_jax.per_example import ghost_rules
-from coherence_jax.per_example import gram
+from coherence_jax.per_example.ghost import contraction
+from coherence_jax.per_example.ghost import gram
+from coherence_jax.per_example.ghost import plan as ghost_plan
+from coherence_jax.per_example.ghost import rules as ghost_rules
 
 as_f32 = ghost_rules.as_f32
 

@@ -14,7 +14,7 @@ Rules: 'contraction' (Linear, LinearGeneral, Einsum, Embed.attend: see
 contraction.py), 'lookup' (Embed.__call__), 'conv', 'norm', 'module' (the
 per-module fallback: any module's per-example grads, a few examples at a
 time) and 'registered' (a rule given to `register_ghost_rule`). Layers called more
-than once are handled in ghost_reuse.py, from the same pieces.
+than once are handled in reuse.py, from the same pieces.
 
 Example:
   >>> choose_form(196, 288, 64)   # conv2 of the benchmark CNN
@@ -29,8 +29,8 @@ import jax.numpy as jnp
 
 from coherence_jax import microbatch
 from coherence_jax import reductions
-from coherence_jax.per_example import contraction
-from coherence_jax.per_example import gram
+from coherence_jax.per_example.ghost import contraction
+from coherence_jax.per_example.ghost import gram
 
 FORMS = ('outer', 'gram', 'materialize')
 

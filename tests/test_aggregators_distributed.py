@@ -24,9 +24,9 @@ from jax.sharding import PartitionSpec as P
 from coherence_jax import aggregators
 from coherence_jax.aggregators import OuterRows
 from coherence_jax.aggregators import across_devices
-from coherence_jax.aggregators import factored_dense
 from coherence_jax.aggregators import order_stats
 from coherence_jax.aggregators import streaming
+from coherence_jax.per_example import factored_dense
 from tests import helpers
 
 EPS32 = float(np.finfo(np.float32).eps)

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 
 import coherence_jax as cj
 from coherence_jax import aggregators
-from coherence_jax.aggregators import factored_dense as dpe
 from coherence_jax.aggregators import order_stats
+from coherence_jax.per_example import factored_dense as dpe
 from coherence_jax.per_example import vmap_grads
 from flax import nnx
 from tests import helpers

@@ -25,12 +25,12 @@ from coherence_jax.aggregators.coordinatewise import coordinate_median
 from coherence_jax.aggregators.coordinatewise import median_of_means
 from coherence_jax.aggregators.coordinatewise import trimmed_mean
 from coherence_jax.aggregators.coordinatewise import winsorized_mean
-from coherence_jax.aggregators.factored_dense import OuterRows
-from coherence_jax.aggregators.factored_dense import factored_grads
-from coherence_jax.aggregators.factored_dense import materialize_grads
 from coherence_jax.aggregators.over_steps import periodic_median
 from coherence_jax.aggregators.over_steps import rolling_mean
 from coherence_jax.aggregators.over_steps import rolling_median
+from coherence_jax.per_example.factored_dense import OuterRows
+from coherence_jax.per_example.factored_dense import factored_grads
+from coherence_jax.per_example.factored_dense import materialize_grads
 
 __all__ = [
     'OuterRows',

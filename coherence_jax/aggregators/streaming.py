@@ -12,8 +12,9 @@ Two passes over the batch, each a `lax.scan` over micro-batches:
 Pass 2 recomputes the gradients (about 2x the compute of one pass) so that no
 per-example quantity is kept: peak memory is about
 (microbatch_size + 2c + 3) x params and does not grow with B. Gradients come
-from `factored_dense.factored_grads`: Dense-layer kernels stay as factors
-and each example's outer product is formed inside the fused selection loop.
+from `per_example.factored_dense.factored_grads`: Dense-layer kernels stay as
+factors and each example's outer product is formed inside the fused selection
+loop.
 With B <= microbatch_size and B <= order_stats.MAX_UNROLLED_ROWS, one pass and
 the single fused network of `order_stats.winsorized_mean` are used instead.
 
@@ -37,8 +38,8 @@ from coherence_jax import mesh_axes
 from coherence_jax import microbatch
 from coherence_jax._tree import PyTree
 from coherence_jax.aggregators import across_devices
-from coherence_jax.aggregators import factored_dense
 from coherence_jax.aggregators import order_stats
+from coherence_jax.per_example import factored_dense
 
 
 def _check(name, c, size, microbatch_size):

@@ -1,6 +1,8 @@
 """Per-example gradients and their squared norms; the NNX bridge.
 
 `vmap_grads`: per-example / per-group gradients (vmap of grad, micro-batched).
+`factored_dense`: per-example gradients with Dense kernels kept as factors and
+conv kernels from patches (what `aggregators` consumes without materializing).
 `ghost/`: per-example squared norms without per-example gradients, planned per
 layer (`ghost.plan`, `ghost.rules`) through module interception
 (`module_hooks`, `jaxpr_deps`). `nnx_bridge`: an NNX model as a pure

@@ -6,8 +6,8 @@ else runs unchanged. A hook gets (module, base_call, args, kwargs) and may
 call the module's own `__call__` as a pure function of its params
 (`pure_apply`), e.g. inside a `jax.custom_vjp`. The hook lives on the
 subclass, so no global or context state is consulted while tracing. Used by
-`ghost` (per-example norms) and `aggregators.factored_dense` (factored Dense
-per-example gradients).
+`ghost` (per-example norms) and `factored_dense` (factored Dense per-example
+gradients).
 
 Example:
   >>> layer = nnx.Linear(2, 3, rngs=nnx.Rngs(0))

@@ -5,10 +5,11 @@ kernel gradient is the outer product a_i ⊗ δ_i, with δ_i = ∂ℓ_i/∂z_i, 
 bias gradient is δ_i. `factored_grads` returns, for each such `nnx.Linear`,
 the kernel's per-example gradients as `OuterRows(a, δ)` ([B, d_in] and
 [B, d_out]) instead of a [B, d_in, d_out] tensor. The order-statistics kernels
-(order_stats.py) compute row i as a_i[:, None] * δ_i[None, :] inside their
-fused selection network, so the per-example tensor is never materialized and
-XLA reads it in its natural layout (vmap's per-example kernel gradients came
-out transposed, which made the network read them strided: 2x slower).
+(`aggregators.order_stats`) compute row i as a_i[:, None] * δ_i[None, :]
+inside their fused selection network, so the per-example tensor is never
+materialized and XLA reads it in its natural layout (vmap's per-example kernel
+gradients came out transposed, which made the network read them strided: 2x
+slower).
 For an `nnx.Conv`, example i's kernel gradient is patches(a_i)ᵀ δ_i
 (`ghost_rules.conv_kernel_grads`): one batched matmul over the batch. vmap's
 per-example conv gradient is instead a convolution with B feature groups,

@@ -1,5 +1,6 @@
 """Datasets by name through tfds data_source + grain, under tfds mock data
-(never a download); batch order, sharding, resumption, measurement sets."""
+(never a download); corruption, batch order, sharding, resumption, and the
+measurement sets of an opened dataset."""
 
 import time
 
@@ -8,6 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from coherence_jax.data import catalog
+from coherence_jax.data import measurement
 from coherence_jax.data import order
 from coherence_jax.data import sources
 from experiments.common import data
@@ -127,13 +129,15 @@ def test_corruption_through_the_source_is_per_index():
       clean.test.gather(np.arange(MOCK))['label'])
 
 
-def test_measurement_sets_are_saved_and_reused(tmp_path):
+def test_measurement_sets_split_the_sample_by_the_corrupt_mask():
   corruption = data.Corruption('random_labels', seed=3)
   opened = data.open_dataset('mnist5k', corruption=corruption)
-  kwargs = dict(seed=0, sample_size=200, held_out_size=50)
-  sets = data.load_or_create_measurement_sets(str(tmp_path), opened, **kwargs)
-  assert (tmp_path / 'measurement_sets.npz').exists()
+  kwargs = dict(seed=0, train_size=len(opened.train),
+                test_size=len(opened.test), sample_size=200, held_out_size=50,
+                is_corrupt=opened.train.corrupt)
+  sets = measurement.measurement_sets(**kwargs)
   assert len(sets['train']) == 200 and len(sets['held_out']) == 50
+  assert sets['held_out'].max() < len(opened.test)
   np.testing.assert_array_equal(
       np.sort(np.concatenate([sets['pristine'], sets['corrupt']])),
       sets['train'])
@@ -141,14 +145,9 @@ def test_measurement_sets_are_saved_and_reused(tmp_path):
   assert not opened.train.corrupt(sets['pristine']).any()
   # ~90 % of random labels differ from the true one (10 classes).
   assert 0.8 < len(sets['corrupt']) / 200 < 0.97
-  again = data.load_or_create_measurement_sets(str(tmp_path), opened,
-                                               **kwargs)
+  again = measurement.measurement_sets(**kwargs)  # a resumed run: the same
   for name in sets:
     np.testing.assert_array_equal(again[name], sets[name])
-  with pytest.raises(ValueError, match=r"other \['sample_size'\].*new "
-                     r'--workdir'):
-    data.load_or_create_measurement_sets(str(tmp_path), opened, seed=0,
-                                         sample_size=100, held_out_size=50)
 
 
 def test_mnist5k_by_name_is_the_embedded_split():
@@ -199,42 +198,29 @@ def test_streamed_dataset_is_not_loaded_whole():
     data.load('imagenet2012')
 
 
-def test_config_fields_open_the_dataset():
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  config = ml_collections.ConfigDict({'data': {
-      'name': 'mnist5k', 'corruption': {'kind': 'shuffled_pixels', 'p': 0.25,
-                                        'seed': 1}}})
-  opened = data.open_from_config(config)
-  assert opened.train.corruption == data.Corruption('shuffled_pixels', 0.25, 1)
-  assert opened.train.corrupt(np.arange(4000)).sum() == 1000  # exact
-  config.data.corruption.kind = 'blur'
-  with pytest.raises(ValueError, match=r"corruption.kind: got 'blur'"):
-    data.open_from_config(config)
-
-
-def test_corruption_is_saved_with_the_run(tmp_path):
+def test_index_corruption_of_an_opened_dataset_is_exact():
+  """Pixel kinds pick exactly round(p·N) examples and leave the rest (and
+  every label) as they were."""
   opened = data.open_dataset('mnist5k', corruption=data.Corruption(
-      'permuted_labels', p=0.5, seed=4))
-  meta = data.save_corruption(str(tmp_path), opened)
-  with np.load(tmp_path / 'corruption.npz') as saved:
-    labels, corrupt = saved['label'], saved['corrupt']
-  np.testing.assert_array_equal(labels,
-                                opened.train.gather(np.arange(4000))['label'])
-  clean = data.load('mnist5k')['train']['label']
-  np.testing.assert_array_equal(corrupt, labels != clean)
-  assert meta['corrupt_fraction'] == corrupt.mean()
-  assert (meta['kind'], meta['p'], meta['seed']) == ('permuted_labels', 0.5, 4)
+      'shuffled_pixels', p=0.25, seed=1))
+  clean = data.open_dataset('mnist5k').train.gather(np.arange(4000))
+  everything = opened.train.gather(np.arange(4000))
+  mask = opened.train.corrupt(np.arange(4000))
+  assert mask.sum() == 1000
+  np.testing.assert_array_equal(everything['label'], clean['label'])
+  np.testing.assert_array_equal(everything['image'][~mask],
+                                clean['image'][~mask])
+  assert all(not np.array_equal(a, b) for a, b in zip(
+      everything['image'][mask][:20], clean['image'][mask][:20]))
 
 
 @pytest.mark.parametrize('fields,match', [
-    ({'kind': 'uniform_labels', 'p': 1.5}, r'config.data.corruption.p: got 1.5'),
+    ({'kind': 'blur'}, r"kind: got 'blur'; pass one of \('none'"),
+    ({'kind': 'uniform_labels', 'p': 1.5}, r'p: got 1.5'),
     ({'kind': 'random_labels', 'p': 0.5},
-     r"config.data.corruption.p: got 0.5 for kind 'random_labels'"),
-    ({'kind': 'none', 'seed': -1}, r'config.data.corruption.seed: got -1'),
+     r"p: got 0.5 for kind 'random_labels'"),
+    ({'kind': 'none', 'seed': -1}, r'seed: got -1'),
 ])
 def test_bad_corruption_fields_are_named(fields, match):
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  config = ml_collections.ConfigDict({'data': {'name': 'mnist5k',
-                                               'corruption': fields}})
   with pytest.raises(ValueError, match=match):
-    data.corruption_from_config(config)
+    data.Corruption(**fields)

@@ -2,7 +2,9 @@
 
 Every process computes the same global batch of each step and reads its own
 contiguous slice of it, so a resumed run (any start step, any number of
-processes) sees exactly the examples of an uninterrupted one.
+processes) sees exactly the examples of an uninterrupted one. The experiments
+gather `batch_indices` (`experiments.common.data.batch_indices` is this one)
+or read `sources.batches`, which follows this order.
 
 Example:
   >>> batch_indices(seed=0, step=7, batch_size=4, size=10).shape

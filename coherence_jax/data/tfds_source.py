@@ -1,10 +1,14 @@
 """tfds data sources and grain pipelines for image classification datasets.
 
-Random-access `tfds.data_source` (array_record; no TensorFlow needed) feeding a
-`grain.MapDataset`: sharded per host, shuffled per epoch from a seed,
-normalised to {"image": float32 in [0, 1], "label": int32}, batched.
-tensorflow_datasets and grain (the `experiments` extra) are imported by the
-functions that use them, so importing this module costs nothing.
+`data_source`: a random-access `tfds.data_source` (array_record; no TensorFlow
+needed) that fails fast, saying how to prepare a missing dataset; the
+experiments read it by index through `sources` in the order of
+`order.batch_indices`. `train_batches` is a standalone `grain.MapDataset`
+pipeline instead (sharded per host, shuffled per epoch by grain from a seed,
+normalised to {"image": float32 in [0, 1], "label": int32}, batched); its
+order is grain's, not `order.batch_indices`. tensorflow_datasets and grain
+(the `experiments` extra) are imported by the functions that use them, so
+importing this module costs nothing.
 """
 
 import difflib

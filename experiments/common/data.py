@@ -1,78 +1,45 @@
-"""The experiments' data: datasets by name, corruption, batch order, and the
-fixed measurement sets of a run.
+"""The experiments' data by name: datasets, corruption and batch order.
 
-`config.data.name` is one of `DATASETS`: 'mnist5k' (embedded, offline, the
-default), 'mnist', 'fashion_mnist', 'cifar10', 'cifar100' (tfds
-`data_source`, read whole into memory) and 'imagenet2012' (tfds, streamed:
-decoded, resized and center-cropped per example in grain threads). A dataset
-not prepared in `config.data.data_dir` (or TFDS_DATA_DIR) fails at once,
-naming the dataset, the data_dir and how to prepare it elsewhere.
+`DATASETS`: 'mnist5k' (embedded, offline), 'mnist', 'fashion_mnist', 'cifar10',
+'cifar100' (tfds; in memory, or per example with stream=True) and
+'imagenet2012' (tfds; streamed, resized and center-cropped). One not prepared
+in data_dir (or TFDS_DATA_DIR) fails at once, saying how to prepare it.
 
-Batches are gathered by index: step s reads `batch_indices(seed, s, B, N)`
-(each process its slice, `process_batch_indices`), a pure function of
-(seed, step), so a resumed run sees the same batches as an uninterrupted one.
-The corruption of an example is a pure function of (seed, its index) too.
-
-The config fields read (`open_from_config`; all but `name` optional):
-  config.data.name          one of DATASETS
-  config.data.data_dir      tfds data_dir (default None: TFDS_DATA_DIR)
-  config.data.split_seed    mnist5k's train/test split (default 0)
-  config.data.normalize     standardize with the dataset's mean/std (False)
-  config.data.image_size    imagenet2012's crop size (224)
-  config.data.stream        stream mnist..cifar100 too, per example (False)
-  config.data.num_threads   parallel reads of streamed datasets (16)
-  config.data.corruption    kind / p / seed (`coherence_jax.data.sources.
-                            Corruption`; kinds in `CORRUPTIONS`; default none)
-
-The functions:
-  open_dataset / open_from_config   Data(spec, train, test): random-access
-                            sources; `train.gather(indices)`,
-                            `train.corrupt(indices)`, `len(train)`.
-  batch_indices, process_batch_indices, train_batches
-                            the run's batch order; this process's batches.
-  load_or_create_measurement_sets   fixed train / pristine / corrupt /
-                            held-out index sets, saved in the workdir.
-  save_corruption           corruption.json (+ .npz for in-memory data).
-  load, input_size, check_name, spec, num_classes
-                            whole arrays (in-memory datasets) and metadata.
-The index corruptions pick exactly round(p·N) examples; `coherence_jax.data.
-corrupt_labels` (the reference code's Bernoulli rule) stays for noisy_labels.
+  open_dataset   Data(spec, train, test), random-access sources; train carries
+                 a `Corruption` (pure in (seed, index), exactly round(p·N)
+                 examples picked), test is clean.
+  batch_indices  step s's global batch, pure in (seed, s): resumes exactly.
+  load, input_size, check_name, spec, num_classes, config_for
+                 whole arrays, metadata and the config.data of a name.
 
 Example:
-  >>> data = open_dataset('mnist5k', corruption=Corruption('uniform_labels',
-  ...                                                       p=0.5, seed=1))
+  >>> data = open_dataset('mnist5k', corruption=Corruption('shuffled_pixels',
+  ...                                                       p=0.25, seed=1))
   >>> batch = data.train.gather(batch_indices(seed=0, step=7, batch_size=100,
   ...                                         size=len(data.train)))
-  >>> sets = load_or_create_measurement_sets('/tmp/run', data, seed=0,
-  ...                                        sample_size=1000,
-  ...                                        held_out_size=500)
+  >>> batch['image'].shape, int(data.train.corrupt(np.arange(4000)).sum())
+  ((100, 28, 28, 1), 1000)
 """
 
 import dataclasses
-import os
-from typing import Dict, Iterator, NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
-import jax
 import numpy as np
 
 from coherence_jax import data as cj_data
 from coherence_jax.data import catalog
 from coherence_jax.data import corruption as corruption_lib
-from coherence_jax.data import measurement
 from coherence_jax.data import order
 from coherence_jax.data import sources
 from coherence_jax.data import tfds_source
-from coherence_jax.data.order import batch_indices  # pylint: disable=unused-import
-from coherence_jax.data.order import epoch_order  # pylint: disable=unused-import
 from coherence_jax.data.sources import Corruption
-from experiments.common import files
+
+batch_indices = order.batch_indices
 
 DATASETS = catalog.NAMES
 CORRUPTIONS = corruption_lib.KINDS
 NUM_CLASSES = 10  # mnist5k's; other datasets: num_classes(name).
 Dataset = Dict[str, Dict[str, np.ndarray]]
-MEASUREMENT_SETS = 'measurement_sets.npz'
-_LABEL_KINDS = ('permuted_labels', 'uniform_labels', 'random_labels')
 
 
 def check_name(name: str) -> None:
@@ -216,21 +183,6 @@ def open_dataset(name: str, *, data_dir: Optional[str] = None,
               sources.TransformedSource(test, **kwargs))
 
 
-def corruption_from_config(config) -> Corruption:
-  """`Corruption` of config.data.corruption (kind, p, seed); none if absent."""
-  entry = config.data.get('corruption', None)
-  if entry is None:
-    return Corruption()
-  kind = entry.get('kind', 'none')
-  if kind not in CORRUPTIONS:
-    raise ValueError(f'config.data.corruption.kind: got {kind!r}; pass one of '
-                     f'{CORRUPTIONS}.')
-  try:
-    return Corruption(kind, entry.get('p', 1.0), entry.get('seed', 0))
-  except ValueError as e:
-    raise ValueError(f'config.data.corruption.{e}') from None
-
-
 def config_for(name: str, **fields):
   """A `config.data` ConfigDict for dataset `name` (what configs set).
 
@@ -249,133 +201,3 @@ def config_for(name: str, **fields):
                image_size=catalog.spec(name).image_shape[0], num_threads=32)
   out.update(fields)
   return ml_collections.ConfigDict(out)
-
-
-def open_from_config(config) -> Data:
-  """`open_dataset` with the fields of config.data (see the module doc)."""
-  d = config.data
-  return open_dataset(d.name, data_dir=d.get('data_dir', None),
-                      split_seed=d.get('split_seed', 0),
-                      corruption=corruption_from_config(config),
-                      normalize=d.get('normalize', False),
-                      image_size=d.get('image_size', None),
-                      num_threads=d.get('num_threads', 16),
-                      stream=d.get('stream', False))
-
-
-def process_batch_indices(seed: int, step: int, batch_size: int,
-                          size: int) -> np.ndarray:
-  """This process's slice of step `step`'s global batch (jax.process_index()
-  of jax.process_count(); batch_size must be a multiple of the count)."""
-  return order.process_batch_indices(seed, step, batch_size, size,
-                                     jax.process_index(), jax.process_count())
-
-
-def train_batches(data: Data, *, seed: int, batch_size: int, start_step: int,
-                  num_steps: int) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
-  """(step, this process's training batch) from start_step on.
-
-  Step s holds `process_batch_indices(seed, s, batch_size, N)`; streamed
-  datasets read ahead in parallel. Feed each to
-  `jax.make_array_from_process_local_data`.
-  """
-  return sources.batches(data.train, seed=seed, batch_size=batch_size,
-                         start_step=start_step, num_steps=num_steps,
-                         process_index=jax.process_index(),
-                         process_count=jax.process_count())
-
-
-def save_corruption(workdir: str, data: Data,
-                    writer: Optional[bool] = None) -> Dict[str, object]:
-  """Writes the run's corruption: `corruption.json` (kind, p, seed, N and the
-  corrupt fraction) and, for in-memory datasets, `corruption.npz` with every
-  training example's 'label' (as trained on) and 'corrupt' mask.
-
-  The corruption is a pure function of (seed, index), so these files record
-  it rather than define it. A streamed dataset gets the json only (its
-  labels would need every example decoded); its fraction is then the exact
-  selected fraction round(p·N)/N.
-
-  Returns:
-    The json's contents.
-  """
-  writer = jax.process_index() == 0 if writer is None else writer
-  c, n = data.train.corruption, len(data.train)
-  meta = {'kind': c.kind, 'p': c.p, 'seed': c.seed, 'num_examples': n,
-          'dataset': data.spec.name}
-  arrays = None
-  if isinstance(data.train.base, sources.ArraySource):
-    everything, base = np.arange(n), data.train.base
-    labels = base.labels(everything)
-    if c.kind in _LABEL_KINDS:  # images are not touched: pass none
-      labels = corruption_lib.apply(
-          c.kind, {'image': None, 'label': labels}, everything,
-          num_examples=n, num_classes=data.spec.num_classes, p=c.p,
-          seed=c.seed, labels_of=base.labels)['label']
-    arrays = {'label': labels, 'corrupt': data.train.corrupt(everything)}
-    meta['corrupt_fraction'] = float(arrays['corrupt'].mean())
-  elif c.kind != 'none':
-    meta['selected_fraction'] = float(np.floor(c.p * n + 0.5) / n)
-  if writer:
-    if arrays is not None:
-      files.write_npz(os.path.join(workdir, 'corruption.npz'), **arrays)
-    files.write_json(os.path.join(workdir, 'corruption.json'), meta)
-  return meta
-
-
-def _corruption_meta(data: Data) -> Dict[str, object]:
-  c = data.train.corruption
-  return {'dataset': data.spec.name, 'corruption': {
-      'kind': c.kind, 'p': c.p, 'seed': c.seed}}
-
-
-def load_or_create_measurement_sets(workdir: str, data: Data, *, seed: int,
-                                    sample_size: int, held_out_size: int,
-                                    writer: Optional[bool] = None
-                                    ) -> Dict[str, np.ndarray]:
-  """The run's fixed measurement sets: read from the workdir, or made once.
-
-  `workdir/measurement_sets.npz` holds {'train', 'pristine', 'corrupt',
-  'held_out'} index arrays (`coherence_jax.data.measurement_sets`; pristine
-  and corrupt split the train sample by `data.train.corrupt`);
-  `measurement_sets.json` the parameters they were made with. A resumed run
-  reads them back; one with other parameters is refused.
-
-  Args:
-    workdir: the run directory (must exist).
-    data: `open_dataset(...)` of the run.
-    seed: picks the samples.
-    sample_size: training examples in the fixed sample.
-    held_out_size: test examples in the held-out sample.
-    writer: whether this process writes (default: process 0).
-
-  Returns:
-    {'train', 'pristine', 'corrupt', 'held_out'}: int64 index arrays.
-
-  Raises:
-    ValueError: the workdir holds sets made with other parameters.
-  """
-  writer = jax.process_index() == 0 if writer is None else writer
-  path = os.path.join(workdir, MEASUREMENT_SETS)
-  meta_path = os.path.join(workdir, 'measurement_sets.json')
-  meta = {**_corruption_meta(data), 'seed': seed, 'sample_size': sample_size,
-          'held_out_size': held_out_size, 'train_size': len(data.train),
-          'test_size': len(data.test)}
-  if os.path.exists(path) and os.path.exists(meta_path):
-    saved = files.read_json(meta_path)
-    if saved != meta:
-      changed = sorted(k for k in meta if saved.get(k) != meta[k])
-      raise ValueError(
-          f'{workdir} holds measurement sets made with other {changed}: '
-          f'saved {[saved.get(k) for k in changed]}, now '
-          f'{[meta[k] for k in changed]}; pass a new --workdir.')
-    with np.load(path) as arrays:
-      return {name: arrays[name] for name in measurement.SETS}
-  sets = cj_data.measurement_sets(
-      seed=seed, train_size=len(data.train), test_size=len(data.test),
-      sample_size=sample_size, held_out_size=held_out_size,
-      is_corrupt=data.train.corrupt)
-  if writer:
-    files.write_npz(path, **sets)
-    files.write_json(meta_path, meta)
-  return sets

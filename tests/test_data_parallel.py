@@ -18,6 +18,7 @@ example (atol 1/1000 covers one flip on the test set).
 import copy
 
 import jax
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -25,13 +26,20 @@ import pytest
 from experiments.common import aggregator_specs
 from experiments.common import distributed
 from experiments.common import files
-from experiments.common import model as model_lib
+from experiments.common import nets
 from experiments.common import train_step
 from experiments.real_vs_random import train
 from experiments.real_vs_random.configs import tiny
 
 SPECS = ('mean', 'winsorized:4', 'trimmed:2', 'median_of_means:5', 'rm3',
          'ra3', 'm3')
+
+
+def _mlp():
+  """The 784-16-10 MLP the experiments build by name (seed 0)."""
+  return nets.make(ml_collections.ConfigDict(dict(name='mlp',
+                                                  widths=(784, 16, 10))),
+                   (28, 28, 1), 10, seed=0)
 
 
 def _batches(n_steps, batch_size, seed=0):
@@ -42,7 +50,7 @@ def _batches(n_steps, batch_size, seed=0):
 
 
 def _train(spec, mesh, batches):
-  net = model_lib.make_mlp((784, 16, 10), seed=0)
+  net = _mlp()
   trainer = train_step.make_trainer(
       *aggregator_specs.build(spec, net.loss_fn, 0.1), mesh=mesh)
   state = trainer.init(net.params)
@@ -74,7 +82,7 @@ def test_every_aggregator_steps_the_same_on_8_devices_as_on_1(spec,
 
 
 def test_sharded_state_stays_replicated():
-  net = model_lib.make_mlp((784, 16, 10), seed=0)
+  net = _mlp()
   mesh = distributed.make_mesh(-1)
   trainer = train_step.make_trainer(train_step.mean_grad(net.loss_fn),
                                     optax.sgd(0.1), mesh)
@@ -133,5 +141,5 @@ def test_tiny_real_vs_random_on_8_devices_equals_1_device(tmp_path):
   train.train_and_evaluate(config, str(tmp_path / 'eight'))
   for mode in config.label_modes:
     want, got = _rows(tmp_path / 'one', mode), _rows(tmp_path / 'eight', mode)
-    assert len(want) == 12  # schedule.measurement_steps(24, 8, 1.5)
+    assert len(want) == 12  # dense_until=8, growth=1.5, 24 steps
     assert_same_rows(got, want)

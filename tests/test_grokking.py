@@ -42,8 +42,8 @@ def _tiny_tiny():
   config.model.num_heads = 2
   config.train.steps = 40
   config.train.checkpoint_every = 10
-  config.measure.train_sample_size = 16
-  config.measure.heldout_sample_size = 16
+  config.measure.sample_size = 16
+  config.measure.held_out_sample_size = 16
   config.measure.microbatch_size = 8
   config.measure.dense_until = 4
   config.measure.growth = 1.5
@@ -154,8 +154,8 @@ def test_config_files_start_with_their_command(module):
     ('train.learning_rate', float('nan'), r'config.train.learning_rate'),
     ('train.b2', 1.0, r'config.train.b2: got 1.0'),
     ('train.batch_size', 0, r'config.train.batch_size: got 0; pass -1'),
-    ('measure.heldout_sample_size', 10_000,
-     r'config.measure.heldout_sample_size: got 10000; pass 1..1405'),
+    ('measure.held_out_sample_size', 10_000,
+     r'config.measure.held_out_sample_size: got 10000; pass 1..1405'),
     ('measure.growth', 1.0, r'config.measure.growth: got 1.0'),
     ('measure.method', 'magic', r'config.measure.method'),
 ])
@@ -271,8 +271,8 @@ def test_main_runs_the_tiny_config_with_overrides(tmp_path):
        f'--config={REPO}/experiments/grokking/configs/tiny.py',
        '--config.data.modulus=7', '--config.model.d_model=8',
        '--config.model.num_heads=2', '--config.train.steps=6',
-       '--config.measure.train_sample_size=8',
-       '--config.measure.heldout_sample_size=8'],
+       '--config.measure.sample_size=8',
+       '--config.measure.held_out_sample_size=8'],
       cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
   summary = files.read_json(str(workdir / 'summary.json'))

@@ -110,7 +110,8 @@ def test_finished_sweep_is_not_trained_again_and_refuses_changes(finished):
   changed = tiny_config()
   changed.noise.p = 0.3
   changed.allow_config_change = True
-  with pytest.raises(ValueError, match='p=0.5, seed=1: pass a new --workdir'):
+  with pytest.raises(ValueError, match=r"holds labels drawn with \{'kind': "
+                     r"'permute', 'p': 0.5, 'seed': 1.*pass a new --workdir"):
     train.train_and_evaluate(changed, workdir, on_step=_never)
 
 
@@ -169,7 +170,7 @@ def test_winsorized_memorizes_less_than_mean_when_mean_memorizes(tmp_path):
     ('aggregators', ('median_of_means:7',), r'does not divide the batch size 100'),
     ('aggregators', ('mean', 'mean'), r'config.aggregators: got'),
     ('aggregators', (), r'config.aggregators: got \(\)'),
-    ('measure.coherence_sample_size', 5000, r'config.measure.coherence_sample_size'),
+    ('measure.sample_size', 5000, r'config.measure.sample_size'),
     ('measure.every_steps', 0, r'config.measure.every_steps: got 0'),
     ('train.epochs', -1, r'config.train.epochs: got -1'),
 ])

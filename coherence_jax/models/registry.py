@@ -120,13 +120,13 @@ def _vit(*, num_classes, input_shape, norm, rngs, patch_size: int = 7,
 
 
 def _transformer(*, num_classes, input_shape, norm, rngs, d_model: int = 128,
-                 num_heads: int = 4, num_layers: int = 2,
+                 num_heads: int = 4, num_layers: int = 2, mlp_ratio: int = 4,
                  tie_embeddings: bool = True) -> nnx.Module:
   """num_classes is the vocabulary; input_shape is (max_len,) tokens."""
   _no_norm('transformer', norm)
   return Transformer(num_classes, d_model, num_heads, num_layers,
-                     max_len=input_shape[0], tie_embeddings=tie_embeddings,
-                     rngs=rngs)
+                     max_len=input_shape[0], mlp_ratio=mlp_ratio,
+                     tie_embeddings=tie_embeddings, rngs=rngs)
 
 
 _BUILDERS: Dict[str, Callable[..., nnx.Module]] = {
@@ -172,7 +172,8 @@ def build(name: str, *, num_classes: int, input_shape: Sequence[int],
     rngs: the `nnx.Rngs` for the initializers.
     **kwargs: the architecture's options: mlp `hidden`; resnets `stem`
       ('auto', 'cifar', 'imagenet'), `groups`, `widths`; vggs `head`
-      ('auto', 'cifar', 'imagenet'), `dropout`, `groups`.
+      ('auto', 'cifar', 'imagenet'), `dropout`, `groups`; transformer
+      `d_model`, `num_heads`, `num_layers`, `mlp_ratio`, `tie_embeddings`.
 
   Returns:
     The `nnx.Module`, mapping images [B, *input_shape] to logits

@@ -39,11 +39,13 @@ from experiments.common import checkpoints
 from experiments.common import files
 from experiments.common import metric_writers
 from experiments.common import progress as progress_lib
+from experiments.common import train_step as train_step_lib
 
 State = Any
 Row = Dict[str, Any]
 RECORDS = 'records.npz'  # the final per-example records, in the run dir
 MISSING = 'missing_rows.json'  # measurement steps whose rows were lost
+SUMMARY = 'summary.json'  # a finished run's summary, written last
 
 
 class NonFiniteError(FloatingPointError):
@@ -225,6 +227,24 @@ def completeness(run_dir: str) -> Dict[str, Any]:
   return {'complete': False, 'missing_steps': files.read_json(path)}
 
 
+def finished_summary(run_dir: str) -> Optional[Dict[str, Any]]:
+  """run_dir/summary.json if the run has finished (it is written last), else
+  None."""
+  path = os.path.join(run_dir, SUMMARY)
+  return files.read_json(path) if os.path.exists(path) else None
+
+
+def write_summary(run_dir: str, summary: Dict[str, Any],
+                  writer: bool = True) -> Dict[str, Any]:
+  """Writes run_dir/summary.json (if `writer`; it marks the run finished),
+  with `completeness(run_dir)` ({'complete': False, ...} if rows were lost).
+  Returns what it wrote."""
+  summary = {**summary, **completeness(run_dir)}
+  if writer:
+    files.write_json(os.path.join(run_dir, SUMMARY), summary)
+  return summary
+
+
 class _Clock:
   """Seconds of run time: those restored plus those since construction."""
 
@@ -249,3 +269,44 @@ def _check_finite(unchecked: List[Tuple[int, jax.Array]],
           f'step {step}: the parameters became NaN or infinite in this '
           f'training step; nothing after it was measured or checkpointed and '
           f'{kept}. Lower config.train.learning_rate (or check the data).')
+
+
+def fit(run_dir: str, *, trainer: Any, params: Any,
+        read: Callable[[int], Tuple[Any, bool]], total_steps: int,
+        measure: Callable[[State, int], Row], measure_steps: Set[int],
+        checkpoint_every: int, writer: bool = True, **kwargs: Any
+        ) -> List[Row]:
+  """Trains `params` with `trainer` on the batches of `read`: every
+  experiment's loop (`run` with the trainer's step, resumable).
+
+  Args:
+    run_dir: as `run`.
+    trainer: a `train_step.Trainer` (init, step, place, measured_step).
+    params: the initial params.
+    read: `read(step) -> (batch, process_local)`, the step's training batch
+      (`examples.batch_reader`).
+    total_steps: the number of training steps (always measured at the end).
+    measure, measure_steps, checkpoint_every, writer: as `run`.
+    **kwargs: `run`'s other options (on_step, log, name, metadata, records,
+      update_records).
+
+  Example:
+    >>> rows = fit(run_dir, trainer=trainer, params=net.params, read=read,
+    ...            total_steps=100, measure=measure, measure_steps={0, 50},
+    ...            checkpoint_every=50)
+  """
+  def step(state, at):
+    batch, process_local = read(at)
+    if process_local:
+      return trainer.step(state, batch, process_local=True)
+    return trainer.step(state, batch)
+
+  return run(run_dir, state=trainer.init(params), total_steps=total_steps,
+             train_step=step, measure=measure,
+             measure_steps={int(m) for m in measure_steps
+                            if m <= total_steps} | {total_steps},
+             checkpoint_every=checkpoint_every, place=trainer.place,
+             writer=writer,
+             measured_train_step=train_step_lib.loop_measured_step(trainer,
+                                                                   read),
+             **kwargs)

@@ -2,19 +2,16 @@
 
 `make(model_config, image_shape, num_classes, seed)` -> Net(loss_fn, params,
 evaluate, score, accuracy): `loss_fn(params, batch) -> [B]` for training and
-coherence, and a jitted `evaluate(params, images, labels) -> (correct [N]
-bool, loss [N])` for accuracies and per-example records (when-learnt, easy /
-hard), evaluated in chunks so a large split fits; `score` is the same
-without chunking on any devices (streamed data, one chunk at a time,
-sharded over the mesh), `accuracy` the jitted float32 fraction correct. 'mlp' initializes exactly like
-`experiments.common.model.make_mlp` (same seed, same params).
+coherence, a jitted `evaluate(params, images, labels) -> (correct [N] bool,
+loss [N])` in chunks (accuracies and per-example records), `score` the same
+without chunking on any devices, and `accuracy` the jitted fraction correct.
 
-'mlp' (config.model.widths) and 'cnn' (the small CNN) are built here; any
-other name goes to the models-by-name registry of issue 11 §2
-(`coherence_jax.models.registry.build`, norm resolved by
-`experiments.common.model.resolve_norm`: GroupNorm for BatchNorm
-architectures), with the config.model fields other than name / widths / norm
-as the architecture's options (e.g. stem='cifar').
+Every model comes from the models registry (`coherence_jax.models.build`):
+'mlp' takes config.model.widths (input, hidden..., classes); the other
+config.model fields but name / widths / norm are the architecture's options
+(e.g. stem='cifar'). The norm is resolved by `resolve_norm`: GroupNorm where
+the architecture's usual norm is BatchNorm, because `from_nnx` runs the model
+in inference mode and the trainer keeps no BatchNorm statistics.
 
 Example:
   >>> net = make(config.model, (28, 28, 1), 10, seed=0)
@@ -31,9 +28,14 @@ import numpy as np
 import optax
 
 import coherence_jax as cj
+from coherence_jax.models import registry
 
-NAMES = ('mlp', 'cnn')
+NAMES = registry.NAMES
 EVAL_CHUNK = 2048
+AUTO = 'auto'
+# The names whose usual norm is BatchNorm; under norm='auto' they get 'group'.
+_BATCH_NORM_NAMES = ('resnet18', 'resnet50', 'vgg11_bn', 'vgg13_bn',
+                     'vgg16_bn')
 
 
 class Net(NamedTuple):
@@ -47,43 +49,56 @@ class Net(NamedTuple):
   accuracy: Optional[Callable[[Any, Any, Any], jax.Array]] = None
 
 
-def _registry_names() -> Tuple[str, ...]:
-  try:
-    from coherence_jax.models import registry  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return ()
-  return tuple(n for n in registry.NAMES if n not in NAMES)
-
-
 def check_name(name: str) -> None:
-  """ValueError naming config.model.name unless the experiments can build it."""
-  if name not in NAMES + _registry_names():
-    raise ValueError(f'config.model.name: got {name!r}; pass one of '
-                     f'{NAMES + _registry_names()}.')
+  """ValueError naming config.model.name unless the registry has it."""
+  if name not in NAMES:
+    raise ValueError(f'config.model.name: got {name!r}; pass one of {NAMES}.')
+
+
+def resolve_norm(name: str, norm: Optional[str] = AUTO) -> Optional[str]:
+  """The norm passed to `coherence_jax.models.build` for model `name`.
+
+  Args:
+    name: one of `NAMES`.
+    norm: 'auto' (GroupNorm where the usual norm is BatchNorm), 'group',
+      None or 'default' (the architecture's own, if not BatchNorm).
+
+  Raises:
+    ValueError: norm 'batch' (or 'default' on a BatchNorm architecture), or
+      an unknown norm.
+
+  Example:
+    >>> resolve_norm('resnet18')
+    'group'
+  """
+  if norm == AUTO:
+    return 'group' if name in _BATCH_NORM_NAMES else registry.DEFAULT
+  if norm == 'batch' or (norm == registry.DEFAULT
+                         and name in _BATCH_NORM_NAMES):
+    raise ValueError(
+        f'config.model.norm: got {norm!r} for {name!r}; the experiments run '
+        'the model in inference mode (from_nnx) and their trainer keeps no '
+        'BatchNorm statistics, so BatchNorm would never normalize. Pass '
+        "'group' (or 'auto': GroupNorm) or None.")
+  if norm not in ('group', None, registry.DEFAULT):
+    raise ValueError(f'config.model.norm: got {norm!r}; pass one of '
+                     f"{(AUTO, 'group', None)}.")
+  return norm
 
 
 def _build_module(model_config: ml_collections.ConfigDict,
                   image_shape: Sequence[int], num_classes: int,
                   seed: int) -> nnx.Module:
-  check_name(model_config.name)
-  rngs = nnx.Rngs(seed)
-  if model_config.name == 'mlp':
-    return cj.models.MLP(list(model_config.widths), rngs=rngs)
-  if model_config.name == 'cnn':
-    return cj.models.CNN(num_classes=num_classes,
-                         in_channels=image_shape[-1],
-                         image_size=image_shape[0], rngs=rngs)
-  # pylint: disable=g-import-not-at-top
-  from coherence_jax.models import registry
-  from experiments.common import model as model_lib
+  name = model_config.name
+  check_name(name)
   options = {k: v for k, v in model_config.items()
              if k not in ('name', 'widths', 'norm')}
+  if name == 'mlp':
+    options['hidden'] = tuple(model_config.widths)[1:-1]
   return registry.build(
-      model_config.name, num_classes=num_classes,
-      input_shape=tuple(image_shape),
-      norm=model_lib.resolve_norm(model_config.name,
-                                  model_config.get('norm', model_lib.AUTO)),
-      rngs=rngs, **options)
+      name, num_classes=num_classes, input_shape=tuple(image_shape),
+      norm=resolve_norm(name, model_config.get('norm', AUTO)),
+      rngs=nnx.Rngs(seed), **options)
 
 
 def _score(module, batch):
@@ -94,7 +109,7 @@ def _score(module, batch):
 
 
 def _correct(module, batch):
-  """As `experiments.common.model`'s: float32 1 / 0 per example."""
+  """Float32 1 / 0 per example."""
   return (jnp.argmax(module(batch['image']), -1) == batch['label']).astype(
       jnp.float32)
 

@@ -252,8 +252,8 @@ def format_report(rows: List[Row], summary: Dict[str, Any], config) -> str:
       f'# {title(config)}', '',
       f'{summary["steps"]:,} steps ({batch}, betas ({t.b1:g}, {t.b2:g}), '
       f'{t.warmup_steps} warm-up steps), {seconds:.0f} s. m-coherence of '
-      f'per-example gradients on FIXED samples of {m.train_sample_size} '
-      f'training pairs and {m.heldout_sample_size} held-out pairs '
+      f'per-example gradients on FIXED samples of {m.sample_size} '
+      f'training pairs and {m.held_out_sample_size} held-out pairs '
       f"(method '{m.method}'), at {len(rows)} log-spaced steps.", '',
       f'- memorized (train accuracy ≥ {MEMORIZED}): step '
       f'{_fmt(summary["memorization_step"])}',

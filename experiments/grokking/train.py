@@ -32,26 +32,22 @@ import optax
 from flax import nnx
 
 import coherence_jax as cj
+from coherence_jax import _checks
 from coherence_jax import sharding
 from coherence_jax.models import losses
-from coherence_jax.models.transformer import Transformer
+from coherence_jax.models import registry
 from experiments.common import data as common_data
 from experiments.common import distributed
 from experiments.common import files
 from experiments.common import loop
+from experiments.common import measure as measure_lib
 from experiments.common import run_config
-from experiments.common import schedule
 from experiments.common import train_step as train_step_lib
 from experiments.common import validation
 from experiments.grokking import data
 from experiments.grokking import report
 
-METHODS = ('auto', 'ghost', 'vmap')
 SAMPLES = ('train', 'heldout')  # measured samples -> rows' key prefixes
-
-
-def _is_int(x: Any) -> bool:
-  return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _finite_in(config: ml_collections.ConfigDict, field: str, low: float,
@@ -94,23 +90,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   validation.positive_int(config, 'train.steps')
   validation.positive_int(config, 'train.checkpoint_every')
   batch_size = config.train.batch_size
-  validation.check(_is_int(batch_size) and (batch_size == -1
-                                            or 1 <= batch_size <= n),
+  validation.check(_checks.is_int(batch_size) and (batch_size == -1
+                                                  or 1 <= batch_size <= n),
                    'train.batch_size', batch_size,
                    f'pass -1 (full batch) or 1..{n} (the training pairs)')
-  validation.check_sample_size(config, 'measure.train_sample_size', n)
-  held_out = p * p - n
-  value = config.measure.heldout_sample_size
-  validation.check(_is_int(value) and 1 <= value <= held_out,
-                   'measure.heldout_sample_size', value,
-                   f'pass 1..{held_out} (the held-out pairs)')
-  validation.positive_int(config, 'measure.microbatch_size')
-  validation.positive_int(config, 'measure.dense_until', minimum=0)
-  growth = config.measure.growth
-  validation.check(isinstance(growth, (int, float)) and growth > 1,
-                   'measure.growth', growth, 'pass a factor > 1, e.g. 1.03')
-  validation.check(config.measure.method in METHODS, 'measure.method',
-                   config.measure.method, f'pass one of {METHODS}')
+  measure_lib.check(config, uses=('dense_until', 'sample_size',
+                                  'held_out_sample_size', 'microbatch_size'),
+                    train_size=n, held_out_size=p * p - n)
   validation.check_mesh(config)
 
 
@@ -127,13 +113,14 @@ def _correct(model: nnx.Module, batch) -> jax.Array:
 
 
 def make_model(config: ml_collections.ConfigDict) -> Model:
-  """The config's Transformer as (loss_fn, params, evaluate)."""
+  """The config's 'transformer' (models registry) as (loss_fn, params,
+  evaluate); it reads [a, b, '='] (3 tokens)."""
   m = config.model
-  module = Transformer(
-      vocab_size=data.vocab_size(config.data.modulus), d_model=m.d_model,
-      num_heads=m.num_heads, num_layers=m.num_layers, max_len=3,
-      mlp_ratio=m.mlp_ratio, tie_embeddings=m.tie_embeddings,
-      rngs=nnx.Rngs(config.seed))
+  module = registry.build(
+      'transformer', num_classes=data.vocab_size(config.data.modulus),
+      input_shape=(3,), d_model=m.d_model, num_heads=m.num_heads,
+      num_layers=m.num_layers, mlp_ratio=m.mlp_ratio,
+      tie_embeddings=m.tie_embeddings, rngs=nnx.Rngs(config.seed))
   loss_fn, params = cj.from_nnx(module, losses.last_token_loss)
   correct_fn, _ = cj.from_nnx(module, _correct)
 
@@ -194,12 +181,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   validate(config)
   writer = distributed.is_writer()
   run_config.check_and_save(config, workdir, writer)
-  summary_path = os.path.join(workdir, 'summary.json')
-  metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  if os.path.exists(summary_path):  # finished: not trained again
-    summary = files.read_json(summary_path)
+  summary = loop.finished_summary(workdir)
+  if summary is not None:  # finished: not trained again
     if writer:
-      _write_report(config, workdir, files.read_rows(metrics_path), summary)
+      _write_report(config, workdir, files.read_rows(
+          os.path.join(workdir, 'metrics.jsonl')), summary)
     return summary
 
   split = data.modular_addition(config.data.modulus,
@@ -207,10 +193,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                 config.data.split_seed)
   train, test = split['train'], split['test']
   samples = {
-      'train': jax.tree.map(lambda x: x[:config.measure.train_sample_size],
+      'train': jax.tree.map(lambda x: x[:config.measure.sample_size],
                             train),
       'heldout': jax.tree.map(
-          lambda x: x[:config.measure.heldout_sample_size], test)}
+          lambda x: x[:config.measure.held_out_sample_size], test)}
   net = make_model(config)
   trainer = train_step_lib.make_trainer(
       train_step_lib.mean_grad(net.loss_fn), make_optimizer(config),
@@ -224,9 +210,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       return train, False
     idx = common_data.batch_indices(config.seed, step, batch_size, size)
     return jax.tree.map(lambda x: x[idx], train), False
-
-  def train_step(state, step):
-    return trainer.step(state, read(step)[0])
 
   learning_rate = learning_rate_schedule(config)
 
@@ -261,17 +244,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             f'{row["heldout_m_coherence"]:7.2f} ({row["seconds"]:.0f}s)',
             flush=True)
 
-  rows = loop.run(
-      workdir, state=trainer.init(net.params), total_steps=total,
-      train_step=train_step, measure=measure,
-      measure_steps=set(schedule.measurement_steps(
-          total, config.measure.dense_until, config.measure.growth)),
-      checkpoint_every=every, on_step=on_step, log=log, place=trainer.place,
-      writer=writer, metadata=run_config.metadata(config),
-      measured_train_step=train_step_lib.loop_measured_step(trainer, read))
-  summary = {**report.summarize(rows), **loop.completeness(workdir)}
+  rows = loop.fit(
+      workdir, trainer=trainer, params=net.params, read=read,
+      total_steps=total, measure=measure,
+      measure_steps=measure_lib.steps(config.measure, total),
+      checkpoint_every=every, writer=writer, on_step=on_step, log=log,
+      metadata=run_config.metadata(config))
+  summary = loop.write_summary(workdir, report.summarize(rows), writer)
   if writer:
-    files.write_json(summary_path, summary)
     _write_report(config, workdir, rows, summary)
   return summary
 

@@ -18,6 +18,8 @@ its config.json: resuming it with other values is refused unless
 
 import ml_collections
 
+from experiments.common import measure
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -35,16 +37,16 @@ def get_config() -> ml_collections.ConfigDict:
       batch_size=-1,                    # -1: full batch (every training pair)
       steps=20_000,
       checkpoint_every=1_000))          # steps
-  config.measure = ml_collections.ConfigDict(dict(
+  config.measure = measure.block(
       # FIXED samples, the same at every measurement: the first pairs of the
       # (randomly ordered) training and held-out sets.
-      train_sample_size=1_000,
-      heldout_sample_size=1_000,
+      sample_size=1_000,
+      held_out_sample_size=1_000,
       microbatch_size=250,
       method='auto',                    # ghost norms where possible
       dense_until=10,                   # measure every step up to here ...
       growth=1.03,                      # ... then at steps this factor apart.
-  ))
+  )
   # Data parallelism: the batch split over the 'data' axis of this many
   # devices; -1 = every device of every process, 1 = one device.
   config.mesh = ml_collections.ConfigDict(dict(data=-1))

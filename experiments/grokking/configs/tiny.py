@@ -23,8 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.learning_rate = 3e-3
   config.train.steps = 1_000
   config.train.checkpoint_every = 100
-  config.measure.train_sample_size = 256
-  config.measure.heldout_sample_size = 256
+  config.measure.sample_size = 256
+  config.measure.held_out_sample_size = 256
   config.measure.microbatch_size = 128
   config.measure.dense_until = 10
   config.measure.growth = 1.04

@@ -12,24 +12,29 @@ resuming it with other values is refused unless --config.allow_config_change=Tru
 
 import ml_collections
 
+from experiments.common import measure
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.data = ml_collections.ConfigDict(dict(name='mnist5k', split_seed=0))
-  # The reference rule: pick each example with probability p, permute the
-  # labels of the picked set ('corrupt' = label actually changed, ≈ 0.9 p).
-  config.noise = ml_collections.ConfigDict(dict(p=0.5, seed=1))
-  config.model = ml_collections.ConfigDict(dict(widths=(784, 256, 256, 256, 10)))
+  # 'permute': the reference rule (pick each example with probability p,
+  # permute the labels of the picked set; 'corrupt' = label actually changed,
+  # ≈ 0.9 p). Also 'uniform' (a uniform class) and the pixel corruptions
+  # 'shuffled_pixels', 'random_pixels', 'gaussian_pixels'.
+  config.noise = ml_collections.ConfigDict(dict(kind='permute', p=0.5, seed=1))
+  config.model = ml_collections.ConfigDict(dict(
+      name='mlp', widths=(784, 256, 256, 256, 10)))
   config.train = ml_collections.ConfigDict(dict(
       learning_rate=0.1, batch_size=100, epochs=75, checkpoint_every_epochs=5))
   config.aggregators = ('mean', 'winsorized:1', 'winsorized:2', 'winsorized:4',
                         'winsorized:8', 'trimmed:4', 'median_of_means:5',
                         'rm3', 'ra3', 'm3')
-  config.measure = ml_collections.ConfigDict(dict(
+  config.measure = measure.block(
       every_steps=100,
-      coherence_sample_size=500,  # fixed pristine and corrupt samples, each
-  ))
+      sample_size=500,  # fixed pristine and corrupt samples, each
+  )
   # Data parallelism: the batch split over the 'data' axis of this many
   # devices; -1 = every device of every process, 1 = one device.
   config.mesh = ml_collections.ConfigDict(dict(data=-1))

@@ -19,5 +19,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every_epochs = 1
   config.aggregators = ('mean', 'winsorized:4')
   config.measure.every_steps = 40
-  config.measure.coherence_sample_size = 50
+  config.measure.sample_size = 50
   return config

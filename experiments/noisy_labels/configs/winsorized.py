@@ -11,8 +11,9 @@ One workdir per noise level (25 / 50 / 75 %):
 Vanilla SGD, lr 0.1, batch 100, no regularization; c = 0 is plain SGD
 ('mean', the same update without per-example gradients). Noise: the
 reference rule (pick each example with probability p, permute the labels of
-the picked set). Needs the tfds mnist data of issue 11 §1
-(config.data.name='mnist'); winsorized_tiny.py runs on mnist5k.
+the picked set). Needs tfds's mnist prepared in --config.data.data_dir or
+TFDS_DATA_DIR (config.data.name='mnist', see docs/experiments.md);
+winsorized_tiny.py runs on the embedded mnist5k.
 """
 
 import ml_collections
@@ -24,7 +25,6 @@ def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   config.experiment = 'noisy_labels'
   config.data.name = 'mnist'
-  config.model.name = 'mlp'
   config.model.widths = (784, 256, 256, 256, 10)
   config.train.learning_rate = 0.1
   config.train.batch_size = 100

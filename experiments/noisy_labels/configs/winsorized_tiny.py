@@ -25,5 +25,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.epochs = 40  # 40 steps per epoch
   config.train.checkpoint_every_epochs = 5
   config.measure.every_steps = 100
-  config.measure.coherence_sample_size = 200
+  config.measure.sample_size = 200
   return config

@@ -2,8 +2,8 @@
 
 The papers measure coherence on a FIXED sample of training examples (and its
 pristine and corrupt parts) and on held-out examples. These are index arrays,
-a pure function of (seed, sizes, corrupt mask), meant to be saved with the run
-(experiments/common/data.py does) so that a resumed run uses the same ones.
+a pure function of (seed, sizes, corrupt mask): a resumed run that draws them
+again gets the same ones (save them with the run to keep a record).
 
 Example:
   >>> sets = measurement_sets(seed=0, train_size=100, test_size=50,

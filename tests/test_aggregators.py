@@ -66,7 +66,7 @@ def test_winsorized_and_trimmed_match_numpy(b, c):
 
 def test_sort_fallback_matches_numpy():
   x = make_tree(25, seed=3)['w']
-  c = order_stats.MAX_NETWORK_C + 2
+  c = order_stats.folds.MAX_NETWORK_C + 2
   np.testing.assert_allclose(order_stats.winsorized_mean(jnp.asarray(x), c),
                              np_winsorized(x, c), RTOL, ATOL)
   np.testing.assert_allclose(order_stats.trimmed_mean(jnp.asarray(x), c),
@@ -274,7 +274,7 @@ def test_nan_propagates_to_its_coordinate_only_and_inf_is_clipped():
   np.testing.assert_allclose(out, np_winsorized(x_inf, 1), RTOL, ATOL)
   # Sort fallback follows the same NaN policy.
   big = np.tile(x_nan, (3, 1))
-  c = order_stats.MAX_NETWORK_C + 1
+  c = order_stats.folds.MAX_NETWORK_C + 1
   out = np.asarray(order_stats.winsorized_mean(jnp.asarray(big), c))
   assert np.isnan(out[1]) and np.isfinite(np.delete(out, 1)).all()
   med = run_steps(aggregators.rolling_median(3),
@@ -286,7 +286,7 @@ def test_nan_propagates_to_its_coordinate_only_and_inf_is_clipped():
 def test_long_inputs_stream_in_blocks_and_match_numpy(n, c, monkeypatch):
   # n > MAX_UNROLLED_ROWS: thresholds, then the clipped sum, in row blocks
   # (blocks of 8 rows here, to keep compile time short).
-  monkeypatch.setattr(order_stats, 'MAX_UNROLLED_ROWS', 8)
+  monkeypatch.setattr(order_stats.folds, 'MAX_UNROLLED_ROWS', 8)
   rng = np.random.default_rng(n)
   x = rng.normal(size=(n, 6)).astype(np.float32)
   x[:, 0] = np.round(x[:, 0])  # ties at the bounds
@@ -311,8 +311,8 @@ def test_long_inputs_stream_in_blocks_and_match_numpy(n, c, monkeypatch):
 def test_packed_leaves_match_numpy_per_leaf(b, monkeypatch):
   # Leaves of at most PACK_MAX_SIZE values per row share one network per
   # dtype (OuterRows among them materialized); larger ones stay alone.
-  monkeypatch.setattr(order_stats, 'PACK_MAX_SIZE', 12)
-  monkeypatch.setattr(order_stats, 'MAX_UNROLLED_ROWS', 8)
+  monkeypatch.setattr(order_stats.packing, 'PACK_MAX_SIZE', 12)
+  monkeypatch.setattr(order_stats.folds, 'MAX_UNROLLED_ROWS', 8)
   rng = np.random.default_rng(b)
   ints = lambda *shape: rng.integers(-3, 4, size=shape).astype(np.float32)
   a_small, d_small = rng.normal(size=(b, 3)), rng.normal(size=(b, 2))
@@ -360,7 +360,7 @@ def test_packed_leaves_match_numpy_per_leaf(b, monkeypatch):
 def test_trimmed_mean_constant_middle_long_input():
   # B = 129 > MAX_UNROLLED_ROWS: the two-pass path. x_(c+1) == x_(B-c): the
   # values equal to both bounds were counted twice (2.0157 instead of 1).
-  assert 129 > order_stats.MAX_UNROLLED_ROWS
+  assert 129 > order_stats.folds.MAX_UNROLLED_ROWS
   ones = jnp.ones((129, 1))
   for tx in (aggregators.trimmed_mean(1), aggregators.winsorized_mean(1)):
     out = apply(tx, {'g': ones})['g']
@@ -368,7 +368,7 @@ def test_trimmed_mean_constant_middle_long_input():
 
 
 def test_trimmed_mean_ties_at_either_or_both_bounds_streamed(monkeypatch):
-  monkeypatch.setattr(order_stats, 'MAX_UNROLLED_ROWS', 4)  # two passes
+  monkeypatch.setattr(order_stats.folds, 'MAX_UNROLLED_ROWS', 4)  # two passes
   cols = [[-5, 1, 1, 1, 1, 1, 7],      # lo == hi, outliers at both ends
           [1, 1, 1, 1, 1, 1, 1],       # all equal
           [0, 0, 0, 2, 2, 2, 2],       # ties at both bounds, lo < hi
@@ -409,7 +409,7 @@ def test_over_steps_buffers_keep_int_and_bf16_params_gradients(make):
 def test_trimmed_mean_streamed_counts_are_exact_in_bf16(monkeypatch):
   # The tie counts were accumulated in the input dtype: bf16 stops counting
   # at 256 (256 + 1 rounds to 256), so 300 ties at hi gave 0.426, not 0.5.
-  monkeypatch.setattr(order_stats, 'MAX_UNROLLED_ROWS', 8)
+  monkeypatch.setattr(order_stats.folds, 'MAX_UNROLLED_ROWS', 8)
   x = jnp.repeat(jnp.asarray([0.0, 1.0], jnp.bfloat16), 300)[:, None]
   out = apply(aggregators.trimmed_mean(1), {'g': x})['g']
   assert out.dtype == jnp.bfloat16
@@ -421,12 +421,12 @@ def test_trimmed_mean_streamed_counts_are_exact_in_bf16(monkeypatch):
 
 @pytest.mark.parametrize('n', [13, 20])  # one network / two streamed passes
 def test_nan_at_any_row_reaches_only_its_coordinate(n, monkeypatch):
-  # The networks compare and select (order_stats._select_descending): a NaN
-  # never enters the registers, so the NaN policy rests on the middle sum
+  # The networks compare and select (order_stats.networks._select_descending):
+  # a NaN never enters the registers, so the NaN policy rests on the middle sum
   # (one network; the first 2c rows' NaN are added to it separately) and on
   # the second pass (clipped / strict-middle sums). Column j has its NaN at
   # row j, so every position, the first 2c rows included, is tried.
-  monkeypatch.setattr(order_stats, 'MAX_UNROLLED_ROWS', 16)
+  monkeypatch.setattr(order_stats.folds, 'MAX_UNROLLED_ROWS', 16)
   c = 3
   x = np.random.default_rng(n).normal(size=(n, n + 3)).astype(np.float32)
   x[np.arange(n), np.arange(n)] = np.nan
@@ -482,7 +482,7 @@ def test_rows_sharded_over_an_explicit_mesh_axis(b, make, monkeypatch):
   # order_stats ("slicing on sharded dims ... is not implemented"). The rows
   # are now replicated first (order_stats.replicate_rows); the result is the
   # single-device one (same float32 rounding: the tolerances of the file).
-  monkeypatch.setattr(order_stats, 'MAX_UNROLLED_ROWS', 8)  # blocks of 8
+  monkeypatch.setattr(order_stats.folds, 'MAX_UNROLLED_ROWS', 8)  # blocks of 8
   mesh = jax.make_mesh((8,), ('data',))
   assert mesh.axis_types == (jax.sharding.AxisType.Explicit,)
   tree = make_tree(b, seed=b)

@@ -269,7 +269,7 @@ def test_streaming_sharded_batch_needs_axis_name():
 
 
 def test_long_local_batches_stream_in_blocks():
-  """More than order_stats.MAX_UNROLLED_ROWS rows per device (scanned blocks).
+  """More than folds.MAX_UNROLLED_ROWS rows per device (scanned blocks).
 
   The reference is numpy's sort (one device's transform at B = 1040 costs
   tens of seconds to compile on XLA:CPU).
@@ -394,7 +394,7 @@ def test_padded_coordinates_two_dtypes(name, scheme):
 @pytest.mark.parametrize('name', ['winsorized_mean', 'trimmed_mean'])
 def test_default_summaries_on_longer_local_batches(name):
   """b = 6, c = 1: the default is all_to_all_summaries (2c + 4 = 6 < b + 1);
-  B = 48 > order_stats.MAX_UNROLLED_ROWS, so the reference streams."""
+  B = 48 > order_stats.folds.MAX_UNROLLED_ROWS, so the reference streams."""
   g = odd_updates(6)
   assert across_devices.choose_scheme(6, 1, D) == 'all_to_all_summaries'
   assert_matches_dtype(across(name, 1, g), reference(name, 1, g,
@@ -406,7 +406,7 @@ def test_default_summaries_on_longer_local_batches(name):
 def test_separate_inputs_share_one_exchange(name, monkeypatch):
   """Leaves too large to pack are inputs of their own; one all_to_all per
   dtype still carries them all (concatenated, then split back)."""
-  monkeypatch.setattr(order_stats, 'PACK_MAX_SIZE', 2)
+  monkeypatch.setattr(order_stats.packing, 'PACK_MAX_SIZE', 2)
   g = odd_updates(3)
   assert_matches_dtype(across(name, 1, g, 'all_to_all_summaries'),
                        reference(name, 1, g, odd_params()), g)

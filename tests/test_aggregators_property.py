@@ -54,8 +54,8 @@ D = 8  # columns, one per pattern (see `build`)
 EPS32 = float(np.finfo(np.float32).eps)
 MICROBATCH = 7  # streaming: does not divide most B, so a remainder is folded
 SMALL_CONSTS = {'MAX_UNROLLED_ROWS': 8, 'MAX_NETWORK_C': 2}
-REAL_CONSTS = {'MAX_UNROLLED_ROWS': order_stats.MAX_UNROLLED_ROWS,
-               'MAX_NETWORK_C': order_stats.MAX_NETWORK_C}
+REAL_CONSTS = {'MAX_UNROLLED_ROWS': order_stats.folds.MAX_UNROLLED_ROWS,
+               'MAX_NETWORK_C': order_stats.folds.MAX_NETWORK_C}
 
 
 # ------------------------------------------------------------- references
@@ -189,14 +189,14 @@ def _stream(stream_fn, c, x):
 
 @contextlib.contextmanager
 def patched(consts):
-  saved = {k: getattr(order_stats, k) for k in consts}
+  saved = {k: getattr(order_stats.folds, k) for k in consts}
   for k, v in consts.items():
-    setattr(order_stats, k, v)
+    setattr(order_stats.folds, k, v)
   try:
     yield
   finally:
     for k, v in saved.items():
-      setattr(order_stats, k, v)
+      setattr(order_stats.folds, k, v)
 
 
 @functools.lru_cache(maxsize=None)

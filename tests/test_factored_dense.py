@@ -59,7 +59,7 @@ def test_factored_grads_equal_per_example_grads(model):
 
 
 def test_outer_rows_long_input_and_group_means(monkeypatch):
-  monkeypatch.setattr(order_stats, 'MAX_UNROLLED_ROWS', 8)  # streamed blocks
+  monkeypatch.setattr(order_stats.folds, 'MAX_UNROLLED_ROWS', 8)  # streamed
   rng = np.random.default_rng(0)
   a = jnp.asarray(rng.normal(size=(30, 4)), jnp.float32)
   d = jnp.asarray(rng.normal(size=(30, 3)), jnp.float32)

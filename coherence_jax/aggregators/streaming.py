@@ -14,9 +14,9 @@ per-example quantity is kept: peak memory is about
 (microbatch_size + 2c + 3) x params and does not grow with B. Gradients come
 from `per_example.factored_dense.factored_grads`: Dense-layer kernels stay as
 factors and each example's outer product is formed inside the fused selection
-loop.
-With B <= microbatch_size and B <= order_stats.MAX_UNROLLED_ROWS, one pass and
-the single fused network of `order_stats.winsorized_mean` are used instead.
+loop. With B <= microbatch_size and B <= order_stats.folds.MAX_UNROLLED_ROWS,
+one pass and the single fused network of `order_stats.winsorized_mean` are used
+instead.
 
 With `axis_name` (inside `jax.shard_map` with the batch sharded over that mesh
 axis, or inside `jax.pmap`) each device streams its local examples: its bounds
@@ -137,7 +137,7 @@ def _one_pass(reduce_fn, loss_fn, params, batch):
 
 
 def _small(size, microbatch_size):
-  return size <= min(microbatch_size, order_stats.MAX_UNROLLED_ROWS)
+  return size <= min(microbatch_size, order_stats.folds.MAX_UNROLLED_ROWS)
 
 
 def _psum(tree, axis_name):

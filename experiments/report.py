@@ -54,7 +54,10 @@ def _real_vs_random(workdir: str, out_dir: str) -> str:
   runs = {m: rows for m, rows in runs.items() if rows}
   some = next(r for rows in runs.values() for r in rows if r['epoch'] > 0)
   per_epoch = round(some['step'] / some['epoch'])
-  dense = per_epoch * config['measure']['dense_epochs']
+  measure = config['measure']
+  # dense_epochs: a config.json written before config.measure was one block.
+  dense = (measure['dense_until'] if 'dense_until' in measure
+           else per_epoch * measure['dense_epochs'])
   summary = {m: report.summarize(rows, dense) for m, rows in runs.items()}
   plots.plot_real_vs_random(runs, os.path.join(out_dir, 'real_vs_random.png'))
   modules = sorted(next(iter(runs.values()))[0]['modules'],
@@ -71,8 +74,8 @@ def _real_vs_random(workdir: str, out_dir: str) -> str:
 
 {reporting.config_line(config)} m-coherence of a FIXED sample of
 {config['measure']['sample_size']} training examples (with the run's labels),
-every step of the first {config['measure']['dense_epochs']} epoch(s), then
-steps {config['measure']['growth']}x apart; 'early' = mean over that dense part.
+every step up to step {dense} (the first {dense / per_epoch:g} epoch(s)), then
+steps {measure['growth']}x apart; 'early' = mean over that dense part.
 
 {report.format_table(summary)}
 

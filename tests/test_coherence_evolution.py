@@ -13,7 +13,6 @@ from experiments.coherence_evolution.configs import tiny
 from experiments.common import data
 from experiments.common import files
 from experiments.common import nets
-from experiments.common import schedule
 from experiments.common import supervised
 
 
@@ -26,7 +25,7 @@ def micro_config():
   config.train.checkpoint_every_epochs = 1
   config.measure.sample_size = 16
   config.measure.microbatch_size = 16
-  config.measure.dense_steps = 3
+  config.measure.dense_until = 3
   config.measure.growth = 2.0
   config.mesh.data = 1
   return config
@@ -70,7 +69,8 @@ def test_rows_schedule_and_m_coherence_against_a_grad_loop(finished):
     assert c['corrupt'].mean() == pytest.approx(0.9, abs=0.02)
   for name in summary:
     rows = files.read_rows(os.path.join(workdir, name, 'metrics.jsonl'))
-    assert [r['step'] for r in rows] == schedule.measurement_steps(8, 3, 2.0)
+    # Every step to 3, then 2x apart (6), and the last.
+    assert [r['step'] for r in rows] == [0, 1, 2, 3, 6, 8]
     for r in rows:
       assert sum(r['shares'].values()) == pytest.approx(1.0, rel=1e-6)
       # α̂ = (m-coherence - 1) / (m - 1), m = 16: a float64 identity.

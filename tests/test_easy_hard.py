@@ -30,7 +30,7 @@ def test_micro_run(tmp_path):
   config.train.batch_size = 100
   config.train.epochs = 1
   config.easy_hard.subset_epochs = 2
-  config.easy_hard.measure_every_steps = 2
+  config.measure.every_steps = 2
   config.mesh.data = 1
   summary = train.train_and_evaluate(config, str(tmp_path))
   sizes = summary['split']

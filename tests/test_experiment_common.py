@@ -19,7 +19,7 @@ from experiments.common import data
 from experiments.common import files
 from experiments.common import loop
 from experiments.common import run_config
-from experiments.common import schedule
+from experiments.common import measure
 from experiments.common import train_step
 from experiments.noisy_labels import main as noisy_main
 from tests import helpers
@@ -122,7 +122,7 @@ def test_failed_write_keeps_the_old_file(tmp_path):
 
 # ---------------------------------------------------------------- schedule, data
 def test_schedule_is_dense_then_geometric():
-  steps = schedule.measurement_steps(2400, 40, 1.15)
+  steps = measure.steps(measure.block(dense_until=40, growth=1.15), 2400)
   assert steps[:41] == list(range(41)) and steps[-1] == 2400
   gaps = np.diff(steps[41:])
   assert np.all(gaps >= 1) and gaps[-2] > gaps[0]

@@ -24,7 +24,6 @@ from experiments.common import data
 from experiments.common import examples
 from experiments.common import files
 from experiments.common import nets
-from experiments.common import schedule
 from experiments.common import supervised
 from experiments.coherence_evolution import train as coh_train
 from experiments.coherence_evolution.configs import tiny as coh_tiny
@@ -135,10 +134,10 @@ def test_real_vs_random_on_streamed_imagenet(mock_tfds, tmp_path):
   config.train.batch_size = 16  # 3 steps per epoch, 2 per device
   config.train.epochs = 2
   config.measure.update(dict(sample_size=12, microbatch_size=2, eval_size=16,
-                             held_out_size=8, chunk_size=8, growth=2.0))
+                             test_eval_size=8, chunk_size=8, growth=2.0))
   workdir = str(tmp_path / 'rvr')
   summary = rvr_train.train_and_evaluate(config, workdir)
-  want_steps = schedule.measurement_steps(6, 0, 2.0)
+  want_steps = [0, 2, 4, 6]  # dense_until=0, then 2x apart
   for mode in ('real', 'random'):
     rows = _rows(os.path.join(workdir, mode))
     assert [r['step'] for r in rows] == want_steps
@@ -167,7 +166,7 @@ def test_coherence_evolution_streamed_equals_in_memory(mock_tfds, tmp_path):
     c.noise.levels = levels
     c.model.widths = (784, 8, 10)
     c.train.update(dict(batch_size=16, epochs=2, checkpoint_every_epochs=1))
-    c.measure.update(dict(sample_size=12, microbatch_size=4, dense_steps=2,
+    c.measure.update(dict(sample_size=12, microbatch_size=4, dense_until=2,
                           growth=2.0, chunk_size=8))
     return c
 
@@ -177,7 +176,7 @@ def test_coherence_evolution_streamed_equals_in_memory(mock_tfds, tmp_path):
   summary = coh_train.train_and_evaluate(config(True, (0.0, 0.5)), streamed)
   want = _rows(os.path.join(memory, 'noise_0.00'))
   got = _rows(os.path.join(streamed, 'noise_0.00'))
-  assert [r['step'] for r in got] == schedule.measurement_steps(6, 2, 2.0)
+  assert [r['step'] for r in got] == [0, 1, 2, 4, 6]  # dense_until=2, 2x
   for a, b in zip(got, want):
     for key in ('train_accuracy', 'test_accuracy', 'pristine_accuracy'):
       assert a[key] == b[key]
@@ -263,7 +262,8 @@ def test_easy_hard_on_streamed_mnist(mock_tfds, tmp_path):
   # Memorizes about 2/3 of the 48 random examples: both halves are sizable.
   config.train.update(dict(batch_size=4, epochs=6, learning_rate=0.02,
                            momentum=0.9))
-  config.easy_hard.update(dict(subset_epochs=2, measure_every_steps=2))
+  config.easy_hard.subset_epochs = 2
+  config.measure.every_steps = 2
   summary = eh_train.train_and_evaluate(config, str(tmp_path))
   sizes = summary['split']
   assert sizes['easy'] + sizes['hard'] == MOCK
@@ -315,7 +315,7 @@ def test_noisy_median_on_streamed_imagenet(mock_tfds, tmp_path):
                                          widths=(192, 8, 1000)))
   config.train.update(dict(batch_size=16, epochs=2))
   config.aggregators = ('mean', 'rm3_reference')
-  config.measure.update(dict(every_steps=1, eval_size=32, held_out_size=16,
+  config.measure.update(dict(every_steps=1, eval_size=32, test_eval_size=16,
                              chunk_size=16))
   summary = nm_train.train_and_evaluate(config, str(tmp_path))
   meta = files.read_json(os.path.join(tmp_path, 'corruption.json'))
@@ -388,9 +388,9 @@ c.model.widths = (784, 8, 10)
 c.train.update(dict(batch_size=16, epochs=2, checkpoint_every_epochs=1))
 # 13 and 21: chunks of 8 split over the processes, a 1-example tail read by
 # both; eval and held-out samples with a padded last chunk.
-c.measure.update(dict(sample_size=13, microbatch_size=2, dense_steps=2,
+c.measure.update(dict(sample_size=13, microbatch_size=2, dense_until=2,
                       growth=2.0, chunk_size=8, eval_size=21,
-                      held_out_size=11))
+                      test_eval_size=11))
 with tfds.testing.mock_data(num_examples=48):
   train.train_and_evaluate(c, workdir)
 '''

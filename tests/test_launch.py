@@ -173,7 +173,7 @@ def test_two_processes_of_four_devices_equal_one_process(tmp_path):
   train.train_and_evaluate(config, str(tmp_path / 'one'))
   want = files.read_rows(str(tmp_path / 'one' / 'real' / 'metrics.jsonl'))
   got = files.read_rows(str(tmp_path / 'mp' / 'real' / 'metrics.jsonl'))
-  assert len(want) == 12  # schedule.measurement_steps(24, 8, 1.5)
+  assert len(want) == 12  # dense_until=8, growth=1.5, 24 steps
   assert_same_rows(got, want)
   logs = tmp_path / 'mp' / 'logs'
   first = _log_rows(logs / 'process_0.log')

@@ -66,26 +66,17 @@ def _nominal_total(config, experiment):
   return (size // train.batch_size) * train.epochs
 
 
-def _schedules(config, experiment, total):
+def _schedules(config, total):
   """(old steps, new Schedule) of each schedule the experiment runs."""
-  measure = config.get('measure', {})
+  measure = config.measure   # experiments/common/measure.py's block
   out = []
-  if 'dense_epochs' in measure:       # real_vs_random
-    size = TRAIN_SIZES.get(config.data.name, 50_000)
-    dense = (size // config.train.batch_size) * measure.dense_epochs
-    out.append((old_measurement_steps(total, dense, measure.growth),
-                schedules.Schedule(dense_until=dense, growth=measure.growth,
+  if measure.get('dense_until') is not None:
+    out.append((old_measurement_steps(total, measure.dense_until,
+                                      measure.growth),
+                schedules.Schedule(dense_until=measure.dense_until,
+                                   growth=measure.growth,
                                    total_steps=total)))
-  for field in ('dense_steps', 'dense_until'):   # coherence_evolution, grokking
-    if field in measure:
-      out.append((old_measurement_steps(total, measure[field],
-                                        measure.growth),
-                  schedules.Schedule(dense_until=measure[field],
-                                     growth=measure.growth,
-                                     total_steps=total)))
-  every = measure.get('every_steps', None)
-  if experiment == 'easy_hard':
-    every = config.easy_hard.measure_every_steps
+  every = measure.get('every_steps')
   if every is not None:
     out.append((old_every(total, every),
                 schedules.Schedule(every=every, total_steps=total)))
@@ -99,7 +90,7 @@ def test_schedule_equals_old_on_config(module):
   nominal = _nominal_total(config, experiment)
   found = 0
   for total in (nominal,) + EDGE_TOTALS:
-    for old, new in _schedules(config, experiment, total):
+    for old, new in _schedules(config, total):
       found += 1
       assert new.steps() == old, (module, total)
       if total <= 20_000:   # step by step (the long runs as lists only)

@@ -1,7 +1,7 @@
 """What a coherence-evolution sweep reports: collapse, rise, per layer; report.md.
 
 Example:
-  >>> summary = summarize(rows, dense_steps=40)
+  >>> summary = summarize(rows, dense_until=40)
   >>> write_report('/tmp/coh_evo')        # report.md + PNGs in the workdir
 """
 
@@ -17,14 +17,14 @@ from experiments.common import reporting
 COLLAPSE_LEVEL = 10.0  # the papers: from ~m to < 10 in the first ~25 steps
 
 
-def summarize(rows: Sequence[Dict[str, Any]], dense_steps: int
+def summarize(rows: Sequence[Dict[str, Any]], dense_until: int
               ) -> Dict[str, Any]:
   """One run's numbers: initial, early minimum, first step below 10, peak
   after the minimum, final (whole network and first/middle/last layer), and
   the final / peak accuracies."""
   if not rows:
     raise ValueError('rows: got none; a run measures at least steps 0 and last.')
-  early = [r for r in rows if r['step'] <= dense_steps] or rows[:1]
+  early = [r for r in rows if r['step'] <= dense_until] or rows[:1]
   low = min(early, key=lambda r: r['m_coherence'])
   later = [r for r in rows if r['step'] >= low['step']]
   peak = max(later, key=lambda r: r['m_coherence'])
@@ -72,7 +72,10 @@ def write_report(workdir: str, out_dir: Optional[str] = None) -> str:
   out_dir = out_dir or workdir
   config = files.read_json(os.path.join(workdir, 'config.json'))
   runs = _runs(workdir, config)
-  dense = config['measure']['dense_steps']
+  measure = config['measure']
+  # dense_steps: a config.json written before config.measure was one block.
+  dense = measure['dense_until'] if 'dense_until' in measure else measure[
+      'dense_steps']
   summaries = {label: summarize(rows, dense) for label, rows in runs.items()}
   layers = reporting.pick_layers(next(iter(runs.values()))[0]['modules'])
   plots.plot_coherence_evolution(

@@ -5,7 +5,7 @@ repeated) on labels corrupted with probability p (`config.noise.kind`),
 measuring on a FIXED training sample (with the run's labels) the m-coherence
 of the whole network and of every module, and the train / pristine /
 corrupt / test accuracies (of every example, or of the fixed samples of
-config.measure.eval_size / held_out_size: the ImageNet config streams its
+config.measure.eval_size / test_eval_size: the ImageNet config streams its
 data, see experiments/common/supervised.py). The workdir gets config.json,
 summary.json and the report (report.md + PNGs).
 
@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Optional
 import ml_collections
 
 from experiments.coherence_evolution import report
-from experiments.common import schedule
+from experiments.common import measure as measure_lib
 from experiments.common import supervised
 from experiments.common import validation
 
@@ -28,11 +28,13 @@ from experiments.common import validation
 def validate(config: ml_collections.ConfigDict, train_size: int) -> None:
   """ValueError naming the first bad experiment field."""
   supervised.check_fraction(config, 'noise.levels', config.noise.levels)
-  supervised.check_coherence_measure(config, train_size)
-  validation.positive_int(config, 'measure.dense_steps', minimum=0)
-  growth = config.measure.growth
-  validation.check(isinstance(growth, (int, float)) and growth > 1,
-                   'measure.growth', growth, 'pass a factor > 1, e.g. 1.15')
+  measure_lib.check(config, uses=('dense_until', 'sample_size',
+                                  'microbatch_size', 'eval_size',
+                                  'test_eval_size', 'chunk_size'),
+                    train_size=train_size)
+  validation.check(config.measure.dense_until is not None,
+                   'measure.dense_until', None, 'pass dense_until and growth, '
+                   "not every_steps: the summary's 'early' is the dense part")
 
 
 def run_level(s: supervised.Setup, run: supervised.Run, p: float,
@@ -55,10 +57,9 @@ def run_level(s: supervised.Setup, run: supervised.Run, p: float,
   total = supervised.total_steps(s)
   rows = supervised.fit(
       run.run_dir, s, run.train, measure=measure,
-      measure_steps=schedule.measurement_steps(
-          total, config.measure.dense_steps, config.measure.growth),
+      measure_steps=measure_lib.steps(config.measure, total),
       on_step=on_step, name=f'noise {p:.2f}')
-  summary = report.summarize(rows, config.measure.dense_steps)
+  summary = report.summarize(rows, config.measure.dense_until)
   summary['corrupt_fraction'] = float(run.corrupt.mean())
   return summary
 

@@ -28,10 +28,11 @@ Config fields read here (see any experiment's configs/default.py):
   seed, data.{name, split_seed, data_dir, image_size, normalize, stream,
   num_threads}, model.{name, widths, ...}, noise.{kind, seed} (p per run),
   train.{aggregator, learning_rate, momentum, batch_size, epochs,
-  checkpoint_every_epochs}, mesh.data, and optional measure.{eval_size
-  (training examples whose accuracy is tracked; default all),
-  held_out_size (test examples; default all), chunk_size (examples per
-  streamed evaluation / coherence chunk)}.
+  checkpoint_every_epochs}, mesh.data, and of the config.measure block
+  (experiments/common/measure.py; each experiment checks it with
+  `measure.check`) eval_size (training examples whose accuracy is tracked;
+  None: all), test_eval_size (test examples; None: all), chunk_size
+  (examples per streamed evaluation / coherence chunk) and method.
 
 Example:
   >>> s = setup(config)
@@ -56,6 +57,7 @@ from experiments.common import distributed
 from experiments.common import examples as examples_lib
 from experiments.common import files
 from experiments.common import loop
+from experiments.common import measure as measure_lib
 from experiments.common import nets
 from experiments.common import run_config
 from experiments.common import train_step as train_step_lib
@@ -64,7 +66,7 @@ from experiments.common import validation
 NOISE_KINDS = ('permute', 'uniform')
 # The per-index rule of each noise kind, for streamed data.
 INDEX_RULES = {'permute': 'permuted_labels', 'uniform': 'uniform_labels'}
-METHODS = ('auto', 'ghost', 'vmap')
+METHODS = measure_lib.METHODS
 FIXED_SAMPLES = 'fixed_samples.npz'
 Row = Dict[str, Any]
 Examples = examples_lib.Examples
@@ -152,19 +154,6 @@ def validate_common(config: ml_collections.ConfigDict, train_size: int,
                    config.noise.kind, f'pass one of {NOISE_KINDS}')
   validation.positive_int(config, 'noise.seed', minimum=0)
   validation.check_mesh(config)
-  measure = config.get('measure', None) or {}
-  for field, upper in (('eval_size', train_size),
-                       ('held_out_size', None)):
-    value = measure.get(field, None)
-    validation.check(value is None or (
-        isinstance(value, int) and not isinstance(value, bool) and value >= 1
-        and (upper is None or value <= upper)), f'measure.{field}', value,
-                     'pass None (every example) or a sample size >= 1' +
-                     (f' and <= {upper}' if upper else ''))
-  validation.check(measure.get('chunk_size', 1) is None or (
-      isinstance(measure.get('chunk_size', 1), int)
-      and measure.get('chunk_size', 1) >= 1), 'measure.chunk_size',
-                   measure.get('chunk_size'), 'pass a positive int')
 
 
 def check_fraction(config: ml_collections.ConfigDict, field: str,
@@ -175,15 +164,6 @@ def check_fraction(config: ml_collections.ConfigDict, field: str,
       len(values) >= 1 and len(set(values)) == len(values) and all(
           isinstance(p, (int, float)) and 0 <= p <= 1 for p in values),
       field, values, 'pass distinct label-noise fractions in [0, 1]')
-
-
-def check_coherence_measure(config: ml_collections.ConfigDict,
-                            train_size: int) -> None:
-  """measure.{sample_size, microbatch_size, method} of a coherence sample."""
-  validation.check_sample_size(config, 'measure.sample_size', train_size)
-  validation.positive_int(config, 'measure.microbatch_size')
-  validation.check(config.measure.method in METHODS, 'measure.method',
-                   config.measure.method, f'pass one of {METHODS}')
 
 
 def check_streamed_batch(config: ml_collections.ConfigDict,
@@ -381,12 +361,12 @@ def _measure_field(s: Setup, field: str, default: Any = None) -> Any:
 def eval_indices(s: Setup, split: str = 'train') -> Optional[np.ndarray]:
   """The examples whose accuracy a run tracks: None (all, the default) or
   the fixed sample of config.measure.eval_size (train; the same examples
-  as a coherence sample of that size) / held_out_size (test)."""
+  as a coherence sample of that size) / test_eval_size (test)."""
   if split == 'train':
     count = _measure_field(s, 'eval_size')
     return None if count is None else fixed_sample(s.config.seed,
                                                    s.train_size, count)
-  count = _measure_field(s, 'held_out_size')
+  count = _measure_field(s, 'test_eval_size')
   if count is None or count >= s.test_size:
     return None
   return held_out_sample(s.config.seed, s.test_size, count)

@@ -23,10 +23,11 @@ from typing import Any, Callable, Dict, Optional
 import ml_collections
 import numpy as np
 
+from coherence_jax import schedules
 from experiments.common import distributed
 from experiments.common import files
+from experiments.common import measure as measure_lib
 from experiments.common import records as records_lib
-from experiments.common import schedule
 from experiments.common import supervised
 from experiments.common import validation
 from experiments.easy_hard import report
@@ -36,20 +37,17 @@ KINDS = ('easy', 'hard', 'random')
 
 def validate(config: ml_collections.ConfigDict, train_size: int) -> None:
   """ValueError naming the first bad experiment field."""
-  del train_size
   levels = tuple(config.noise.levels)
   supervised.check_fraction(config, 'noise.levels', levels)
   validation.check(len(levels) == 1, 'noise.levels', levels,
                    'pass one noise level, e.g. (0.0,)')
   validation.positive_int(config, 'easy_hard.subset_epochs')
-  validation.positive_int(config, 'easy_hard.measure_every_steps')
   validation.check(isinstance(config.easy_hard.equal_sizes, bool),
                    'easy_hard.equal_sizes', config.easy_hard.equal_sizes,
                    'pass True or False')
-  measure = config.get('measure', None) or {}
-  validation.check(measure.get('eval_size', None) is None,
-                   'measure.eval_size', measure.get('eval_size', None),
-                   'pass None: the split needs every training example')
+  # No eval_size: the split needs every training example.
+  measure_lib.check(config, uses=('every_steps', 'test_eval_size',
+                                  'chunk_size'), train_size=train_size)
 
 
 def halves(learnt_at_end: np.ndarray, seed: int, equal_sizes: bool
@@ -107,8 +105,9 @@ def split(s: supervised.Setup, workdir: str, train: supervised.Examples,
 
   total = supervised.total_steps(s)
   supervised.fit(run_dir, s, train, measure=measure,
-                 measure_steps=schedule.every_steps(
-                     total, supervised.steps_per_epoch(s)),
+                 measure_steps=schedules.Schedule(
+                     every=supervised.steps_per_epoch(s),
+                     total_steps=total).steps(),
                  records=records_lib.init(s.train_size),
                  update_records=update_records, on_step=on_step, name='split')
   learnt_at_end = np.asarray(kept['records']['learnt_step']) >= 0
@@ -167,12 +166,11 @@ def train_kind(s: supervised.Setup, workdir: str, kind: str,
   total = supervised.total_steps(s, epochs, size)
   rows = supervised.fit(
       run_dir, s, train, measure=measure, epochs=epochs,
-      measure_steps=schedule.every_steps(
-          total, config.easy_hard.measure_every_steps),
+      measure_steps=measure_lib.steps(config.measure, total),
       train_indices=sets[f'{kind}_train'], on_step=on_step,
       name=f'train {kind}',
       # Halves are small (a few steps per epoch): checkpoint by steps.
-      checkpoint_every=config.easy_hard.measure_every_steps)
+      checkpoint_every=config.measure.every_steps)
   return supervised.write_summary(run_dir, report.summarize(rows))
 
 

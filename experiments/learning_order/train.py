@@ -20,8 +20,8 @@ import ml_collections
 
 from experiments.common import distributed
 from experiments.common import files
+from experiments.common import measure as measure_lib
 from experiments.common import records as records_lib
-from experiments.common import schedule
 from experiments.common import supervised
 from experiments.common import validation
 from experiments.learning_order import report
@@ -29,16 +29,14 @@ from experiments.learning_order import report
 
 def validate(config: ml_collections.ConfigDict, train_size: int) -> None:
   """ValueError naming the first bad experiment field."""
-  del train_size
   supervised.check_fraction(config, 'noise.levels', config.noise.levels)
-  validation.positive_int(config, 'measure.every_steps')
   rise = config.analysis.memorization_rise
   validation.check(isinstance(rise, (int, float)) and 0 < rise < 1,
                    'analysis.memorization_rise', rise,
                    'pass a fraction in (0, 1), e.g. 0.05')
-  validation.check(config.measure.get('eval_size', None) is None,
-                   'measure.eval_size', config.measure.get('eval_size'),
-                   'pass None: the records need every training example')
+  # No eval_size: the records need every training example.
+  measure_lib.check(config, uses=('every_steps', 'test_eval_size',
+                                  'chunk_size'), train_size=train_size)
 
 
 def run_level(s: supervised.Setup, run: supervised.Run, p: float,
@@ -63,8 +61,7 @@ def run_level(s: supervised.Setup, run: supervised.Run, p: float,
   total = supervised.total_steps(s)
   rows = supervised.fit(
       run.run_dir, s, run.train, measure=measure,
-      measure_steps=schedule.every_steps(total,
-                                         config.measure.every_steps),
+      measure_steps=measure_lib.steps(config.measure, total),
       records=records_lib.init(s.train_size), update_records=update_records,
       on_step=on_step, name=f'noise {p:.2f}')
   records = kept['records']  # as written to records.npz (process 0)

@@ -20,19 +20,19 @@ import ml_collections
 from experiments.common import aggregator_specs
 from experiments.common import distributed
 from experiments.common import files
-from experiments.common import schedule
+from experiments.common import measure as measure_lib
 from experiments.common import supervised
-from experiments.common import validation
 from experiments.noisy_median import report
 
 
 def validate(config: ml_collections.ConfigDict, train_size: int) -> None:
   """ValueError naming the first bad experiment field."""
-  del train_size
   supervised.check_fraction(config, 'noise.p', (config.noise.p,))
   aggregator_specs.check_config(
       config, "('mean', 'm3', 'rm3_reference', 'ra3_reference')")
-  validation.positive_int(config, 'measure.every_steps')
+  measure_lib.check(config, uses=('every_steps', 'eval_size',
+                                  'test_eval_size', 'chunk_size'),
+                    train_size=train_size)
 
 
 def run_dir_name(spec: str) -> str:
@@ -61,8 +61,7 @@ def run_aggregator(s: supervised.Setup, workdir: str, spec: str,
   total = supervised.total_steps(s)
   rows = supervised.fit(
       run_dir, s, run.train, spec=spec, measure=measure,
-      measure_steps=schedule.every_steps(total,
-                                         s.config.measure.every_steps),
+      measure_steps=measure_lib.steps(s.config.measure, total),
       on_step=on_step, name=spec)
   return supervised.write_summary(run_dir, report.summarize(rows))
 

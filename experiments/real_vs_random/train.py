@@ -39,16 +39,15 @@ from experiments.common import distributed
 from experiments.common import examples as examples_lib
 from experiments.common import files
 from experiments.common import loop
+from experiments.common import measure as measure_lib
 from experiments.common import nets
 from experiments.common import plots
 from experiments.common import run_config
-from experiments.common import schedule
 from experiments.common import supervised
 from experiments.common import validation
 from experiments.real_vs_random import report
 
 LABEL_MODES = ('real', 'random')
-METHODS = ('auto', 'ghost', 'vmap')
 
 
 def model_config(config: ml_collections.ConfigDict
@@ -70,24 +69,17 @@ def validate(config: ml_collections.ConfigDict, opened: data.Data) -> None:
   validation.check(
       modes and set(modes) <= set(LABEL_MODES) and len(set(modes)) == len(modes),
       'label_modes', modes, f'pass distinct modes among {LABEL_MODES}')
-  validation.check_sample_size(config, 'measure.sample_size', train_size)
-  validation.positive_int(config, 'measure.microbatch_size')
-  validation.positive_int(config, 'measure.dense_epochs', minimum=0)
-  growth = config.measure.growth
-  validation.check(isinstance(growth, (int, float)) and growth > 1,
-                   'measure.growth', growth, 'pass a factor > 1, e.g. 1.15')
-  validation.check(config.measure.method in METHODS, 'measure.method',
-                   config.measure.method, f'pass one of {METHODS}')
+  measure_lib.check(config, uses=('dense_until', 'sample_size',
+                                  'microbatch_size', 'eval_size',
+                                  'test_eval_size', 'chunk_size'),
+                    train_size=train_size)
+  validation.check(config.measure.dense_until is not None,
+                   'measure.dense_until', None, 'pass dense_until and growth, '
+                   "not every_steps: the summary's 'early' is the dense part")
   momentum = config.train.get('momentum', None) or 0.0
   validation.check(isinstance(momentum, (int, float)) and
                    math.isfinite(momentum) and momentum >= 0,
                    'train.momentum', momentum, 'pass a finite number >= 0')
-  for field, upper in (('eval_size', train_size),
-                       ('held_out_size', len(opened.test))):
-    value = config.measure.get(field, None)
-    validation.check(value is None or (
-        isinstance(value, int) and 1 <= value <= upper), f'measure.{field}',
-                     value, f'pass None (every example) or 1..{upper}')
 
 
 def labels_for_mode(labels: np.ndarray, mode: str, seed: int,
@@ -134,7 +126,7 @@ def measurement_row(step: int, steps_per_epoch: int,
 def _accuracies(s: supervised.Setup, train: supervised.Examples
                 ) -> Callable[[Any, int], Dict[str, float]]:
   """`accuracies(state, step) -> {'train_accuracy', 'test_accuracy'}` of
-  every example, or of the samples of measure.eval_size / held_out_size
+  every example, or of the samples of measure.eval_size / test_eval_size
   (in memory: one jitted float32 mean on this process's device; streamed:
   `examples.Evaluator`, each process scoring its slice of each chunk)."""
   train_idx = supervised.eval_indices(s, 'train')
@@ -195,7 +187,6 @@ def run_label_mode(s: supervised.Setup, workdir: str, mode: str,
 
   steps_per_epoch = supervised.steps_per_epoch(s)
   total = supervised.total_steps(s)
-  dense_until = steps_per_epoch * config.measure.dense_epochs
   # The FIXED sample: the first m training examples (tfds writes its splits
   # shuffled; mnist5k's split is shuffled).
   first = np.arange(config.measure.sample_size)
@@ -228,10 +219,9 @@ def run_label_mode(s: supervised.Setup, workdir: str, mode: str,
 
   rows = supervised.fit(
       run_dir, s, train, spec='mean', measure=measure,
-      measure_steps=schedule.measurement_steps(total, dense_until,
-                                               config.measure.growth),
+      measure_steps=measure_lib.steps(config.measure, total),
       on_step=on_step, log=log, name=mode)
-  summary = {**report.summarize(rows, dense_until),
+  summary = {**report.summarize(rows, config.measure.dense_until),
              **loop.completeness(run_dir)}
   if writer:
     files.write_json(summary_path, summary)

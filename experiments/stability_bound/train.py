@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Optional
 
 import ml_collections
 
-from experiments.common import schedule
+from experiments.common import measure as measure_lib
 from experiments.common import supervised
 from experiments.common import validation
 from experiments.stability_bound import report
@@ -29,8 +29,10 @@ NOISY_TEST_SEED = 1000  # test labels noised with noise.seed + this
 def validate(config: ml_collections.ConfigDict, train_size: int) -> None:
   """ValueError naming the first bad experiment field."""
   supervised.check_fraction(config, 'noise.levels', config.noise.levels)
-  validation.positive_int(config, 'measure.every_steps')
-  supervised.check_coherence_measure(config, train_size)
+  measure_lib.check(config, uses=('every_steps', 'sample_size',
+                                  'microbatch_size', 'eval_size',
+                                  'test_eval_size', 'chunk_size'),
+                    train_size=train_size)
   validation.check(config.measure.sample_size >= 2, 'measure.sample_size',
                    config.measure.sample_size, 'pass >= 2 (α̂ averages over '
                    'pairs of examples)')
@@ -67,8 +69,7 @@ def run_level(s: supervised.Setup, run: supervised.Run, p: float,
   total = supervised.total_steps(s)
   rows = supervised.fit(
       run.run_dir, s, run.train, measure=measure,
-      measure_steps=schedule.every_steps(total,
-                                         config.measure.every_steps),
+      measure_steps=measure_lib.steps(config.measure, total),
       on_step=on_step, name=f'noise {p:.2f}')
   return report.summarize(rows, config.train.learning_rate)
 

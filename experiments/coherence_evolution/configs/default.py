@@ -21,6 +21,7 @@ project's choice, not the paper's.
 import ml_collections
 
 from experiments.common import data
+from experiments.common import measure
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -35,16 +36,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict(dict(
       aggregator='mean', learning_rate=1.6, momentum=0.9, batch_size=4096,
       epochs=90, checkpoint_every_epochs=1))
-  config.measure = ml_collections.ConfigDict(dict(
+  config.measure = measure.block(
       sample_size=40356,   # FIXED training examples (with the run's labels)
       microbatch_size=256,
       method='auto',
-      dense_steps=50,      # every step up to here (the collapse: ~25 steps)
+      dense_until=50,      # every step up to here (the collapse: ~25 steps)
       growth=1.1,          # then steps 1.1x apart
       eval_size=40356,     # accuracies: the coherence sample's examples
-      held_out_size=10000,  # test accuracy: 10,000 validation examples
+      test_eval_size=10000,  # test accuracy: 10,000 validation examples
       chunk_size=2048,     # examples per streamed measurement chunk
-  ))
+  )
   config.mesh = ml_collections.ConfigDict(dict(data=-1))
   config.allow_config_change = False
   return config

@@ -11,6 +11,7 @@ CPU cores shared with other jobs. Fields as in default.py.
 import ml_collections
 
 from experiments.coherence_evolution.configs import default
+from experiments.common import measure
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -22,11 +23,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.batch_size = 100      # 40 steps per epoch
   config.train.checkpoint_every_epochs = 5
   config.train.epochs = 60
-  config.measure.sample_size = 500
-  config.measure.microbatch_size = 250
-  config.measure.dense_steps = 40
-  config.measure.growth = 1.15
-  # In memory: accuracies of every example (no samples), nothing streamed.
-  del config.measure.eval_size, config.measure.held_out_size
-  del config.measure.chunk_size
+  # In memory: accuracies of every example (eval_size, test_eval_size None:
+  # no samples), nothing streamed (chunk_size None).
+  config.measure = measure.block(
+      sample_size=500, microbatch_size=250, method='auto',
+      dense_until=40,      # every step of the first epoch
+      growth=1.15)         # then steps 1.15x apart
   return config

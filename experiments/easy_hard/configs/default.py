@@ -10,7 +10,7 @@ control of the same size); fresh networks are trained on one half of easy,
 of hard and of random examples and tested on the other halves. ImageNet
 streams (experiments/common/supervised.py): the split run classifies every
 training example each epoch (each process its slice); the subset runs
-classify the examples of their halves every `measure_every_steps` steps.
+classify the examples of their halves every `measure.every_steps` steps.
 Needs the tfds imagenet2012 files (--config.data.data_dir=DIR) and resnet18
 by name (GroupNorm in place of BatchNorm).
 """
@@ -18,6 +18,7 @@ by name (GroupNorm in place of BatchNorm).
 import ml_collections
 
 from experiments.common import data
+from experiments.common import measure
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -34,12 +35,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.easy_hard = ml_collections.ConfigDict(dict(
       subset_epochs=90,       # training epochs on each half
       equal_sizes=True,       # easy, hard and random halves of one size n
-      measure_every_steps=2000,  # each: a pass over the four halves
   ))
-  config.measure = ml_collections.ConfigDict(dict(
-      held_out_size=10000,    # test accuracy: 10,000 validation examples
+  # The split run measures every epoch (a pass over the training set); the
+  # subset runs every `every_steps` steps.
+  config.measure = measure.block(
+      every_steps=2000,       # each: a pass over the four halves
+      test_eval_size=10000,   # test accuracy: 10,000 validation examples
       chunk_size=2048,        # examples per streamed evaluation chunk
-  ))
+  )
   config.mesh = ml_collections.ConfigDict(dict(data=-1))
   config.allow_config_change = False
   return config

@@ -13,6 +13,8 @@ mnist data of issue 11 §1 (config.data.name='mnist').
 
 import ml_collections
 
+from experiments.common import measure
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -27,9 +29,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict(dict(
       aggregator='mean', learning_rate=0.1, momentum=0.0, batch_size=100,
       epochs=100, checkpoint_every_epochs=5))
-  config.measure = ml_collections.ConfigDict(dict(
+  # Accuracies of every training example (the records need each one) and
+  # of every test example.
+  config.measure = measure.block(
       every_steps=100,  # records and metrics; the when-learnt resolution
-  ))
+  )
   # Onset of memorization: the first step after the corrupt-accuracy minimum
   # at which it has risen by this much (w.r.t. the noisy labels).
   config.analysis = ml_collections.ConfigDict(dict(memorization_rise=0.05))

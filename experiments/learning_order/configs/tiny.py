@@ -10,6 +10,7 @@ memorizes the corrupt labels within them). Fields as in default.py.
 
 import ml_collections
 
+from experiments.common import measure
 from experiments.learning_order.configs import default
 
 
@@ -18,5 +19,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.name = 'mnist5k'
   config.model.widths = (784, 256, 256, 256, 10)
   config.train.epochs = 75  # 40 steps per epoch
-  config.measure.every_steps = 20
+  config.measure = measure.block(every_steps=20)
   return config

@@ -21,6 +21,7 @@ imagenet2012 files (--config.data.data_dir=DIR) and resnet18 by name
 import ml_collections
 
 from experiments.common import data
+from experiments.common import measure
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -35,11 +36,11 @@ def get_config() -> ml_collections.ConfigDict:
       aggregator='mean', learning_rate=0.1, momentum=0.0, batch_size=256,
       epochs=90, checkpoint_every_epochs=1))
   config.aggregators = ('mean', 'm3', 'rm3_reference', 'ra3_reference')
-  config.measure = ml_collections.ConfigDict(dict(
+  config.measure = measure.block(
       every_steps=1000,
       eval_size=50000,      # train / pristine / corrupt accuracy: a sample
-      held_out_size=10000,  # test accuracy: 10,000 validation examples
-      chunk_size=2048))     # examples per streamed evaluation chunk
+      test_eval_size=10000,  # test accuracy: 10,000 validation examples
+      chunk_size=2048)      # examples per streamed evaluation chunk
   config.mesh = ml_collections.ConfigDict(dict(data=-1))
   config.allow_config_change = False
   return config

@@ -11,6 +11,7 @@ CPU cores shared with other jobs. Fields as in default.py.
 
 import ml_collections
 
+from experiments.common import measure
 from experiments.noisy_median.configs import default
 
 
@@ -22,8 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.batch_size = 100
   config.train.epochs = 75
   config.train.checkpoint_every_epochs = 5
-  config.measure.every_steps = 50
-  # In memory: accuracies of every example (no samples), nothing streamed.
-  del config.measure.eval_size, config.measure.held_out_size
-  del config.measure.chunk_size
+  # In memory: accuracies of every example (eval_size, test_eval_size None:
+  # no samples), nothing streamed (chunk_size None).
+  config.measure = measure.block(every_steps=50)
   return config

@@ -11,6 +11,8 @@ A workdir keeps its config.json: resuming it with other values is refused unless
 
 import ml_collections
 
+from experiments.common import measure
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -20,13 +22,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(widths=(784, 2048, 10)))
   config.train = ml_collections.ConfigDict(dict(
       learning_rate=0.1, batch_size=100, epochs=60, checkpoint_every_epochs=5))
-  config.measure = ml_collections.ConfigDict(dict(
+  config.measure = measure.block(
       sample_size=1000,        # FIXED training examples, same at every measurement
       microbatch_size=250,
       method='auto',           # ghost norms where possible
-      dense_epochs=1,          # measure every step for this many epochs ...
+      dense_until=40,          # measure every step of one epoch (4,000 / 100) ...
       growth=1.15,             # ... then at steps growing geometrically.
-  ))
+  )
   # Data parallelism: the batch split over the 'data' axis of this many
   # devices; -1 = every device of every process, 1 = one device.
   config.mesh = ml_collections.ConfigDict(dict(data=-1))

@@ -35,13 +35,14 @@ then on a machine with disk `tfds build imagenet2012 --data_dir=DIR
 --manual_dir=MANUAL_DIR --file_format=array_record` and pass
 --config.data.data_dir=DIR (a missing dataset fails at once saying so).
 Fields as in default.py, plus data.{data_dir, image_size, num_threads},
-model.{name, norm}, train.momentum and measure.{eval_size, held_out_size,
+model.{name, norm}, train.momentum and measure.{eval_size, test_eval_size,
 chunk_size}.
 """
 
 import ml_collections
 
 from experiments.common import data
+from experiments.common import measure
 from experiments.real_vs_random.configs import default
 
 
@@ -54,15 +55,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict(dict(
       learning_rate=0.1, momentum=0.9, batch_size=256, epochs=90,
       checkpoint_every_epochs=1))
-  config.measure = ml_collections.ConfigDict(dict(
+  config.measure = measure.block(
       sample_size=50_000,      # FIXED: the first 50,000 training examples
       microbatch_size=32,      # per device: ~32 x (150 + 22) MiB at 224
       method='auto',
-      dense_epochs=0,          # every step while 1.1x apart is < 1 step ...
+      dense_until=0,           # every step while 1.1x apart is < 1 step ...
       growth=1.1,              # ... then steps 1.1x apart
       eval_size=50_000,        # train accuracy: 50,000 fixed training examples
-      held_out_size=10_000,    # test accuracy: 10,000 validation examples
+      test_eval_size=10_000,   # test accuracy: 10,000 validation examples
       chunk_size=2048,         # examples read per measurement chunk
-  ))
+  )
   config.mesh = ml_collections.ConfigDict(dict(data=-1))  # every device
   return config

@@ -8,6 +8,7 @@ The tests' end-to-end config; fields as in default.py.
 
 import ml_collections
 
+from experiments.common import measure
 from experiments.real_vs_random.configs import default
 
 
@@ -17,7 +18,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.epochs = 3
   config.train.batch_size = 500  # 8 steps per epoch
   config.train.checkpoint_every_epochs = 1
-  config.measure.sample_size = 40
-  config.measure.microbatch_size = 16
-  config.measure.growth = 1.5
+  config.measure = measure.block(
+      sample_size=40, microbatch_size=16, method='auto',
+      dense_until=8,           # every step of one epoch (4,000 / 500) ...
+      growth=1.5)              # ... then steps 1.5x apart
   return config

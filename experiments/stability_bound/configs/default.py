@@ -14,6 +14,8 @@ the constants). Needs cifar10 and resnet18 by name (issue 11 §1-§2).
 
 import ml_collections
 
+from experiments.common import measure
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -26,8 +28,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict(dict(
       aggregator='mean', learning_rate=0.1, momentum=0.0, batch_size=128,
       epochs=100, checkpoint_every_epochs=5))
-  config.measure = ml_collections.ConfigDict(dict(
-      every_steps=10, sample_size=10000, microbatch_size=250, method='auto'))
+  # Accuracies of every training and test example (no eval samples).
+  config.measure = measure.block(
+      every_steps=10,       # α̂ held over each interval of the Riemann sum
+      sample_size=10000,    # FIXED training examples (with the run's labels)
+      microbatch_size=250, method='auto')
   config.mesh = ml_collections.ConfigDict(dict(data=-1))
   config.allow_config_change = False
   return config

@@ -11,6 +11,7 @@ jobs). Fields as in default.py.
 
 import ml_collections
 
+from experiments.common import measure
 from experiments.stability_bound.configs import default
 
 
@@ -21,6 +22,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.widths = (784, 128, 10)
   config.train.batch_size = 100  # 40 steps per epoch
   config.train.epochs = 20
-  config.measure.every_steps = 5
-  config.measure.sample_size = 500
+  config.measure = measure.block(every_steps=5, sample_size=500,
+                                 microbatch_size=250, method='auto')
   return config

@@ -342,7 +342,7 @@ def test_noisy_labels_on_mock_mnist(mock_tfds, tmp_path):
   config.model.widths = (784, 8, 10)
   config.train.update(dict(batch_size=16, epochs=2))
   config.aggregators = ('mean', 'winsorized:2')
-  config.measure.update(dict(every_steps=2, coherence_sample_size=4))
+  config.measure.update(dict(every_steps=2, sample_size=4))
   summary = nl_train.train_and_evaluate(config, str(tmp_path))
   meta = files.read_json(os.path.join(tmp_path, 'corruption.json'))
   with np.load(os.path.join(tmp_path, 'corruption.npz')) as c:

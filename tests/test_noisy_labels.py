@@ -110,8 +110,8 @@ def test_finished_sweep_is_not_trained_again_and_refuses_changes(finished):
   changed = tiny_config()
   changed.noise.p = 0.3
   changed.allow_config_change = True
-  with pytest.raises(ValueError, match=r"holds labels drawn with \{'kind': "
-                     r"'permute', 'p': 0.5, 'seed': 1.*pass a new --workdir"):
+  with pytest.raises(ValueError, match=r"holds examples noised with \{'kind': "
+                     r"'permute', 'p': 0.5, 'seed': 1\}: pass a new --workdir"):
     train.train_and_evaluate(changed, workdir, on_step=_never)
 
 

@@ -1,16 +1,19 @@
 """Pieces shared by the experiments, one job per module:
 
-  loop              the resumable training loop (checkpoints, metrics, checks,
-                    per-example records, progress lines)
+  loop              the one resumable training loop, `fit` (checkpoints,
+                    metrics, checks, per-example records, progress lines)
   checkpoints       orbax save / restore-the-newest-good-one
   files             atomic writes, JSON-lines metrics
   train_step        the jitted step: gradients -> Optax chain -> params;
                     the measured step (gradient + batch coherence, one pass)
   aggregator_specs  'winsorized:4', 'rm3_reference' and friends ->
                     (gradient fn, optimizer)
-  model, data       models and datasets by name; the batch order
+  data              datasets by name; the batch order
   nets              config.model -> loss_fn, params, per-example evaluate
-  supervised        the paper experiments' run core: noise, fit, measure
+                    (every model from coherence_jax.models.registry)
+  supervised        the run core: setup (validate, config.json, data,
+                    model, mesh), noise of every kind, fit, measurements
+  measure           the one config.measure block and its schedule
   examples          a run's examples read by index, in memory or streamed
                     (tfds + grain, each process its slice); evaluation and
                     coherence over fixed index sets
@@ -24,6 +27,6 @@
   run_config        config.json of a workdir (changes are refused; the
                     checkpoints carry the config too)
   validation        config checks that name the field
-  schedule, plots   when to measure; the figures
+  plots             the figures
   reporting         report helpers: rows, layer picks, markdown tables
 """

@@ -63,9 +63,15 @@ from experiments.common import run_config
 from experiments.common import train_step as train_step_lib
 from experiments.common import validation
 
-NOISE_KINDS = ('permute', 'uniform')
-# The per-index rule of each noise kind, for streamed data.
-INDEX_RULES = {'permute': 'permuted_labels', 'uniform': 'uniform_labels'}
+# Label noise, drawn for the whole set at once in memory (`noisy_labels`):
+LABEL_KINDS = ('permute', 'uniform')
+# Input noise (`coherence_jax.data.corruption`): a pure function of (seed,
+# index), labels kept; p = the exact fraction of examples corrupted.
+PIXEL_KINDS = ('shuffled_pixels', 'random_pixels', 'gaussian_pixels')
+NOISE_KINDS = LABEL_KINDS + PIXEL_KINDS
+# The per-index rule of each noise kind (streamed data; pixels always).
+INDEX_RULES = {'permute': 'permuted_labels', 'uniform': 'uniform_labels',
+               **{kind: kind for kind in PIXEL_KINDS}}
 METHODS = measure_lib.METHODS
 FIXED_SAMPLES = 'fixed_samples.npz'
 Row = Dict[str, Any]
@@ -258,13 +264,20 @@ def _streamed_split(s: Setup, split: str,
 
 def relabel(s: Setup, kind: str, p: float, seed: int,
             split: str = 'train') -> Examples:
-  """A split with labels noised by `kind` at p (no files written).
+  """A split noised by `kind` at p (no files written).
 
   In memory: `noisy_labels` of the whole split (the examples' `corrupt`
-  mask exact). Streamed: the per-index rule (`index_corruption`).
+  mask exact), or for a pixel kind the split gathered through its per-index
+  rule. Streamed: the per-index rule (`index_corruption`).
   """
   if s.streamed:
     return _streamed_split(s, split, index_corruption(kind, p, seed))
+  if kind in PIXEL_KINDS:
+    source = _streamed_split(s, split, index_corruption(kind, p, seed)).source
+    everything = np.arange(len(source))
+    corrupted = source.gather(everything)
+    return examples_lib.InMemory(corrupted['image'], corrupted['label'],
+                                 source.corrupt(everything))
   images, labels = s.split_arrays(split)
   out = noisy_labels(labels, kind, p, seed, s.num_classes)
   return examples_lib.InMemory(images, out['label'], out['corrupt'])
@@ -281,26 +294,27 @@ def load_noise(run_dir: str, s: Setup, kind: str, p: float,
                seed: int) -> Examples:
   """The run's training examples with its noisy labels, drawn once.
 
-  In memory: the labels and masks are kept in run_dir/corruption.npz (and
-  corruption.json), read back by a resumed run. Streamed: corruption.json
-  records the per-index rule (a pure function of (seed, index), nothing to
-  keep). A run_dir holding labels drawn with another (kind, p, seed) is
-  refused.
+  In memory, label kinds: the labels and masks are kept in
+  run_dir/corruption.npz (and corruption.json), read back by a resumed run.
+  Streamed, or a pixel kind: corruption.json records the per-index rule (a
+  pure function of (seed, index), nothing to keep). A run_dir holding
+  examples noised with another (kind, p, seed) is refused.
   """
   npz, meta = (os.path.join(run_dir, 'corruption.npz'),
                os.path.join(run_dir, 'corruption.json'))
   wanted = {'kind': kind, 'p': p, 'seed': seed}
   if os.path.exists(meta):
     saved = files.read_json(meta)
-    if {k: saved[k] for k in wanted} != wanted:
-      raise ValueError(f'config.noise: got {wanted}; {run_dir} holds labels '
-                       f'drawn with {saved}: pass a new --workdir.')
+    drawn = {k: saved.get(k) for k in wanted}
+    if drawn != wanted:
+      raise ValueError(f'config.noise: got {wanted}; {run_dir} holds '
+                       f'examples noised with {drawn}: pass a new --workdir.')
   writer = distributed.is_writer()
-  if s.streamed:
+  if s.streamed or kind in PIXEL_KINDS:
     train = relabel(s, kind, p, seed)
     if writer:
       os.makedirs(run_dir, exist_ok=True)
-      c, n = train.source.corruption, s.train_size
+      c, n = index_corruption(kind, p, seed), s.train_size
       files.write_json(meta, {**wanted, 'rule': c.kind, 'num_examples': n,
                               'selected_fraction': float(
                                   np.floor(c.p * n + 0.5) / n
@@ -472,26 +486,18 @@ def fit(run_dir: str, s: Setup, train: Examples, *,
                                    batch_size=batch_size, total_steps=total,
                                    pool=pool)
 
-  def train_step(state, step):
-    batch, process_local = read(step)
-    if process_local:
-      return trainer.step(state, batch, process_local=True)
-    return trainer.step(state, batch)
-
   def measure_with_lr(state, step):
     return {**measure(state, step),
             'learning_rate': float(config.train.learning_rate)}
 
-  return loop.run(
-      run_dir, state=trainer.init(s.net.params), total_steps=total,
-      train_step=train_step, measure=measure_with_lr,
-      measured_train_step=train_step_lib.loop_measured_step(trainer, read),
-      measure_steps=set(int(m) for m in measure_steps if m <= total) | {total},
+  return loop.fit(
+      run_dir, trainer=trainer, params=s.net.params, read=read,
+      total_steps=total, measure=measure_with_lr, measure_steps=measure_steps,
       checkpoint_every=(checkpoint_every
                         or per_epoch * config.train.checkpoint_every_epochs),
-      on_step=on_step, log=log, place=trainer.place,
-      writer=distributed.is_writer(), records=records,
-      update_records=update_records, name=name or os.path.basename(run_dir),
+      writer=distributed.is_writer(), on_step=on_step, log=log,
+      records=records, update_records=update_records,
+      name=name or os.path.basename(run_dir),
       metadata=run_config.metadata(config))
 
 
@@ -549,12 +555,8 @@ def test_row(run: Run, state: Any, step: int) -> Row:
 
 
 def write_summary(run_dir: str, summary: Dict[str, Any]) -> Dict[str, Any]:
-  """Writes run_dir/summary.json (process 0; marks the run finished), with
-  `loop.completeness(run_dir)` ({'complete': False, ...} if rows were lost)."""
-  summary = {**summary, **loop.completeness(run_dir)}
-  if distributed.is_writer():
-    files.write_json(os.path.join(run_dir, 'summary.json'), summary)
-  return summary
+  """`loop.write_summary` by process 0 (marks the run finished)."""
+  return loop.write_summary(run_dir, summary, distributed.is_writer())
 
 
 def sweep_noise_levels(config: ml_collections.ConfigDict, workdir: str,
@@ -589,7 +591,4 @@ def sweep_noise_levels(config: ml_collections.ConfigDict, workdir: str,
   return summary
 
 
-def finished_summary(run_dir: str) -> Optional[Dict[str, Any]]:
-  """run_dir/summary.json if the run has finished, else None."""
-  path = os.path.join(run_dir, 'summary.json')
-  return files.read_json(path) if os.path.exists(path) else None
+finished_summary = loop.finished_summary

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from coherence_jax import schedules
 from experiments.common import files
-from experiments.common import schedule
 from experiments.grokking import data
 from experiments.grokking import report
 from experiments.grokking import train
@@ -183,7 +183,8 @@ def finished(tmp_path_factory):
 def test_tiny_run_writes_consistent_numbers(finished):
   config, workdir, summary = finished
   rows = files.read_rows(os.path.join(workdir, 'metrics.jsonl'))
-  assert [r['step'] for r in rows] == schedule.measurement_steps(40, 4, 1.5)
+  assert [r['step'] for r in rows] == schedules.Schedule(
+      dense_until=4, growth=1.5, total_steps=40).steps()
   for r in rows:
     for key in ('train_accuracy', 'test_accuracy'):
       assert 0.0 <= r[key] <= 1.0

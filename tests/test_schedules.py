@@ -15,7 +15,7 @@ import os
 import pytest
 
 from coherence_jax import schedules
-from experiments.common import schedule as experiment_schedule
+from experiments.common import measure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Training-set sizes (train split) of the configs' datasets: only the run
@@ -98,10 +98,10 @@ def test_schedule_equals_old_on_config(module):
   assert found, f'{module}: no measurement schedule found in the config'
 
 
-def test_experiment_spellings_delegate():
-  assert experiment_schedule.measurement_steps(2400, 40, 1.15) == (
+def test_the_experiments_measure_block_delegates():
+  assert measure.steps(measure.block(dense_until=40, growth=1.15), 2400) == (
       old_measurement_steps(2400, 40, 1.15))
-  assert experiment_schedule.every_steps(10, 4) == [0, 4, 8, 10]
+  assert measure.steps(measure.block(every_steps=4), 10) == [0, 4, 8, 10]
 
 
 def test_open_ended_schedule():

@@ -48,6 +48,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from coherence_jax import _checks
 from coherence_jax import data as cj_data
 from coherence_jax import sharding
 from coherence_jax.data import sources
@@ -138,12 +139,13 @@ def validate_common(config: ml_collections.ConfigDict, train_size: int,
     widths = tuple(config.model.widths)
     size = math.prod(spec.image_shape)
     validation.check(
-        len(widths) >= 2 and all(isinstance(w, int) and w >= 1
+        len(widths) >= 2 and all(_checks.is_int(w) and w >= 1
                                  for w in widths)
         and widths[0] == size and widths[-1] == spec.num_classes,
         'model.widths', widths, f'pass ({size}, hidden..., '
-        f'{spec.num_classes}): the input pixels of {config.data.name}, '
-        'positive hidden widths, the classes')
+        f'{spec.num_classes}): the {size} input pixels of '
+        f'{config.data.name}, positive hidden widths, the {spec.num_classes} '
+        'classes')
   t = config.train
   for field, value in (('learning_rate', t.learning_rate),
                        ('momentum', t.get('momentum', 0.0) or 0.0)):
@@ -153,12 +155,13 @@ def validate_common(config: ml_collections.ConfigDict, train_size: int,
                      'the learning rate, >= 0 for momentum)')
   validation.positive_int(config, 'train.epochs')
   validation.positive_int(config, 'train.checkpoint_every_epochs')
-  validation.check(isinstance(t.batch_size, int) and
+  validation.check(_checks.is_int(t.batch_size) and
                    1 <= t.batch_size <= train_size, 'train.batch_size',
                    t.batch_size, f'pass 1..{train_size} (the training set)')
-  validation.check(config.noise.kind in NOISE_KINDS, 'noise.kind',
-                   config.noise.kind, f'pass one of {NOISE_KINDS}')
-  validation.positive_int(config, 'noise.seed', minimum=0)
+  if 'noise' in config:   # real_vs_random draws its own (label modes)
+    validation.check(config.noise.kind in NOISE_KINDS, 'noise.kind',
+                     config.noise.kind, f'pass one of {NOISE_KINDS}')
+    validation.positive_int(config, 'noise.seed', minimum=0)
   validation.check_mesh(config)
 
 

@@ -23,7 +23,6 @@ Example:
   True
 """
 
-import math
 import os
 from typing import Any, Callable, Dict, Optional
 
@@ -40,9 +39,7 @@ from experiments.common import examples as examples_lib
 from experiments.common import files
 from experiments.common import loop
 from experiments.common import measure as measure_lib
-from experiments.common import nets
 from experiments.common import plots
-from experiments.common import run_config
 from experiments.common import supervised
 from experiments.common import validation
 from experiments.real_vs_random import report
@@ -50,21 +47,8 @@ from experiments.real_vs_random import report
 LABEL_MODES = ('real', 'random')
 
 
-def model_config(config: ml_collections.ConfigDict
-                 ) -> ml_collections.ConfigDict:
-  """config.model with its name (default 'mlp', the demo's)."""
-  model = ml_collections.ConfigDict(config.model.to_dict())
-  model.name = config.model.get('name', 'mlp')
-  return model
-
-
-def validate(config: ml_collections.ConfigDict, opened: data.Data) -> None:
-  """ValueError naming the first bad field of `config` (nothing is written)."""
-  train_size = len(opened.train)
-  validation.check_common(config, train_size,
-                          math.prod(opened.spec.image_shape),
-                          opened.spec.num_classes)
-  supervised.check_streamed_batch(config, opened)
+def validate(config: ml_collections.ConfigDict, train_size: int) -> None:
+  """ValueError naming the first bad experiment field (nothing is written)."""
   modes = tuple(config.label_modes)
   validation.check(
       modes and set(modes) <= set(LABEL_MODES) and len(set(modes)) == len(modes),
@@ -76,10 +60,6 @@ def validate(config: ml_collections.ConfigDict, opened: data.Data) -> None:
   validation.check(config.measure.dense_until is not None,
                    'measure.dense_until', None, 'pass dense_until and growth, '
                    "not every_steps: the summary's 'early' is the dense part")
-  momentum = config.train.get('momentum', None) or 0.0
-  validation.check(isinstance(momentum, (int, float)) and
-                   math.isfinite(momentum) and momentum >= 0,
-                   'train.momentum', momentum, 'pass a finite number >= 0')
 
 
 def labels_for_mode(labels: np.ndarray, mode: str, seed: int,
@@ -244,15 +224,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     {mode: report.summarize(...)}; also written to workdir/summary.json,
     with the plot real_vs_random.png and table.md.
   """
-  data.check_name(config.data.name)
-  opened = supervised.open_data(config)
-  validate(config, opened)
+  s = supervised.setup(config, validate, workdir)
   writer = distributed.is_writer()
-  run_config.check_and_save(config, workdir, writer)
-  net = nets.make(model_config(config), opened.spec.image_shape,
-                  opened.spec.num_classes, config.seed)
-  s = supervised.Setup(config, opened, net,
-                       distributed.make_mesh(config.mesh.data), {}, {})
   summary, runs = {}, {}
   for mode in config.label_modes:
     summary[mode] = run_label_mode(s, workdir, mode, on_step)

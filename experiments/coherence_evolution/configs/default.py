@@ -13,7 +13,7 @@ noise is the per-index uniform rule (exactly round(p·N) examples relabelled).
 Needs the tfds imagenet2012 array_record files (pass
 --config.data.data_dir=DIR; a missing dataset fails at once with how to
 build it from the manually downloaded tars) and ResNet-18 by name
-(GroupNorm in place of BatchNorm, experiments/common/model.py). The
+(GroupNorm in place of BatchNorm, nets.resolve_norm). The
 learning rate (linear scaling, 0.1 x 4096 / 256) and the epochs are this
 project's choice, not the paper's.
 """

@@ -7,8 +7,8 @@ r"""Learning order, paper size: MNIST, MLP 784-2048-10, 50 % permuted labels (IC
 Per training example, the step from which it stays correctly classified
 ("when learnt", the reference code's record), pristine vs corrupt; the step
 of best test accuracy vs the onset of memorization. Vanilla SGD, lr 0.1,
-batch 100, no regularization, as the ICLR 2020 MNIST runs. Needs the tfds
-mnist data of issue 11 §1 (config.data.name='mnist').
+batch 100, no regularization, as the ICLR 2020 MNIST runs. Needs tfds's
+mnist prepared (config.data.data_dir or TFDS_DATA_DIR).
 """
 
 import ml_collections

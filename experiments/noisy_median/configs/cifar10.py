@@ -4,8 +4,9 @@ r"""SGD vs M3 vs RM3 vs RA3: CIFAR-10 ResNet-18 (CIFAR stem), 50 % uniform noise
       --config=experiments/noisy_median/configs/cifar10.py \
       --workdir=/tmp/noisy_median_cifar10
 
-Batch 128, lr 0.1, 200 epochs, no momentum. Needs cifar10 and resnet18 by
-name (issue 11 §1-§2). Fields as in default.py.
+Batch 128, lr 0.1, 200 epochs, no momentum. Needs tfds's cifar10 prepared
+(config.data.data_dir or TFDS_DATA_DIR); resnet18 comes from the models
+registry. Fields as in default.py.
 """
 
 import ml_collections

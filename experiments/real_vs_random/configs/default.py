@@ -19,7 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.label_modes = ('real', 'random')  # 'random': 100 % uniform labels.
   config.data = ml_collections.ConfigDict(dict(name='mnist5k', split_seed=0))
-  config.model = ml_collections.ConfigDict(dict(widths=(784, 2048, 10)))
+  config.model = ml_collections.ConfigDict(dict(name='mlp',
+                                                 widths=(784, 2048, 10)))
   config.train = ml_collections.ConfigDict(dict(
       learning_rate=0.1, batch_size=100, epochs=60, checkpoint_every_epochs=5))
   config.measure = measure.block(

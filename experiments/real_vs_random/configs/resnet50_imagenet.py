@@ -23,7 +23,7 @@ measurements per mode).
 
 ResNet-50 with GroupNorm (32 groups) in place of BatchNorm
 (config.model.norm='auto'): the trainer runs the model in inference mode,
-where BatchNorm would never normalize (experiments/common/model.py);
+where BatchNorm would never normalize (nets.resolve_norm);
 GroupNorm keeps every example independent, so per-example gradients are
 exact. SGD with momentum 0.9, lr 0.1 at batch 256 (Goyal et al.'s linear
 rule; scale both together on larger meshes), 90 epochs, no weight decay, no

@@ -20,6 +20,5 @@ from experiments.real_vs_random.configs import default
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   config.experiment = 'real_vs_random'
-  config.model.name = 'mlp'
   config.model.widths = (784, 512, 10)
   return config

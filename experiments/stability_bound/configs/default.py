@@ -9,7 +9,8 @@ FIXED training sample every `measure.every_steps` steps, and the factor
 Σ_t η_t·sqrt(2(1−α̂_t)) of the bound (a Riemann sum: α̂ held over each
 measurement interval; exact with every_steps=1), against the measured
 train-test gaps. Only the α-dependent factor is tracked (see report.md for
-the constants). Needs cifar10 and resnet18 by name (issue 11 §1-§2).
+the constants). Needs tfds's cifar10 prepared (config.data.data_dir or
+TFDS_DATA_DIR); resnet18 comes from the models registry.
 """
 
 import ml_collections

@@ -9,17 +9,24 @@ config.measure.eval_size / test_eval_size: the ImageNet config streams its
 data, see experiments/common/supervised.py). The workdir gets config.json,
 summary.json and the report (report.md + PNGs).
 
+Where to change what: the data, the model, the noise and the optimizer are
+config fields (`supervised.setup`, `supervised.load_noise`); what a row
+holds is `measure_fn` below.
+
 Example:
   >>> from experiments.coherence_evolution.configs import tiny
   >>> summary = train_and_evaluate(tiny.get_config(), '/tmp/coh_evo')
   >>> summary['noise_0.00']['initial_m_coherence']
 """
 
+import os
 from typing import Any, Callable, Dict, Optional
 
 import ml_collections
 
 from experiments.coherence_evolution import report
+from experiments.common import distributed
+from experiments.common import files
 from experiments.common import measure as measure_lib
 from experiments.common import supervised
 from experiments.common import validation
@@ -37,10 +44,11 @@ def validate(config: ml_collections.ConfigDict, train_size: int) -> None:
                    "not every_steps: the summary's 'early' is the dense part")
 
 
-def run_level(s: supervised.Setup, run: supervised.Run, p: float,
-              on_step: Optional[Callable[[int], None]] = None
-              ) -> Dict[str, Any]:
-  """Trains at noise level p in run.run_dir (resuming); its summary."""
+def measure_fn(s: supervised.Setup, run: supervised.Run
+               ) -> Callable[[Any, int], supervised.Row]:
+  """`measure(state, step) -> row` of one run: the m-coherence of the fixed
+  sample (whole network and per module), train / pristine / corrupt / test
+  accuracy."""
   config = s.config
   sample = supervised.coherence_sample(s, run.train,
                                        config.measure.sample_size)
@@ -53,15 +61,7 @@ def run_level(s: supervised.Setup, run: supervised.Run, p: float,
             **supervised.accuracy_row(*run.train_eval.at(state, step),
                                       run.corrupt),
             **supervised.test_row(run, state, step)}
-
-  total = supervised.total_steps(s)
-  rows = supervised.fit(
-      run.run_dir, s, run.train, measure=measure,
-      measure_steps=measure_lib.steps(config.measure, total),
-      on_step=on_step, name=f'noise {p:.2f}')
-  summary = report.summarize(rows, config.measure.dense_until)
-  summary['corrupt_fraction'] = float(run.corrupt.mean())
-  return summary
+  return measure
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -69,8 +69,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        ) -> Dict[str, Dict[str, Any]]:
   """Runs every noise level of config.noise.levels; {noise_<p>: summary}.
 
-  Also writes workdir/summary.json and the report (report.md, PNGs).
+  Args:
+    config: see configs/default.py.
+    workdir: output directory; an existing one is resumed (same config only,
+      unless config.allow_config_change).
+    on_step: called before each training step of each run (for tests).
+
+  Returns:
+    {noise_<p>: report.summarize(...) with 'corrupt_fraction'}; also written
+    to workdir/summary.json, with the report (report.md, PNGs).
   """
-  return supervised.sweep_noise_levels(
-      config, workdir, validate, run_level, report.write_report, on_step,
-      sample_size=config.measure.sample_size)
+  s = supervised.setup(config, validate, workdir)
+  total = supervised.total_steps(s)
+  summary = {}
+  for p in config.noise.levels:
+    run_dir = os.path.join(workdir, supervised.noise_dir(p))
+    done = supervised.finished_summary(run_dir)
+    if done is None:
+      train = supervised.load_noise(run_dir, s, config.noise.kind, p,
+                                    config.noise.seed)
+      run = supervised.open_run(s, run_dir, train, config.measure.sample_size)
+      rows = supervised.fit(
+          run_dir, s, run.train, measure=measure_fn(s, run),
+          measure_steps=measure_lib.steps(config.measure, total),
+          on_step=on_step, name=f'noise {p:.2f}')
+      done = report.summarize(rows, config.measure.dense_until)
+      done['corrupt_fraction'] = float(run.corrupt.mean())
+      done = supervised.write_summary(run_dir, done)
+    summary[supervised.noise_dir(p)] = done
+  if distributed.is_writer():
+    files.write_json(os.path.join(workdir, 'summary.json'), summary)
+    report.write_report(workdir)
+  return summary

@@ -562,36 +562,4 @@ def write_summary(run_dir: str, summary: Dict[str, Any]) -> Dict[str, Any]:
   return loop.write_summary(run_dir, summary, distributed.is_writer())
 
 
-def sweep_noise_levels(config: ml_collections.ConfigDict, workdir: str,
-                       validate: Callable[..., None],
-                       run_level: Callable[..., Dict[str, Any]],
-                       write_report: Callable[[str], Any],
-                       on_step: Optional[Callable[[int], None]] = None,
-                       sample_size: Optional[int] = None
-                       ) -> Dict[str, Dict[str, Any]]:
-  """`run_level(s, run, p, on_step) -> summary` for every p of
-  config.noise.levels, `run` the `open_run` of workdir/noise_<p> with the
-  noisy labels of p (`load_noise`). A level whose summary.json exists is
-  not run again.
-
-  Returns {noise_<p>: summary}; process 0 also writes each level's
-  summary.json, workdir/summary.json and the report
-  (`write_report(workdir)`).
-  """
-  s = setup(config, validate, workdir)
-  summary = {}
-  for p in config.noise.levels:
-    run_dir = os.path.join(workdir, noise_dir(p))
-    done = finished_summary(run_dir)
-    if done is None:
-      train = load_noise(run_dir, s, config.noise.kind, p, config.noise.seed)
-      done = write_summary(run_dir, run_level(
-          s, open_run(s, run_dir, train, sample_size), p, on_step))
-    summary[noise_dir(p)] = done
-  if distributed.is_writer():
-    files.write_json(os.path.join(workdir, 'summary.json'), summary)
-    write_report(workdir)
-  return summary
-
-
 finished_summary = loop.finished_summary

@@ -1,41 +1,24 @@
-"""The supervised-run core of the paper experiments: data, noise, net, fit, measure.
+"""The run core of every image experiment: setup, noise, fit, measure.
 
-One run = one noisy-label training set, one network, one optimizer spec, the
-resumable `loop.run` over `data.batch_indices`, and measurements of
-accuracies (train / pristine / corrupt / test, per example for records) and
-of m-coherence on a fixed sample (whole network and per module); with the
-batch-mean aggregator also the m-coherence and noise scale of the step's own
-training batch ('batch_*' keys), from the step's one backward pass. The
-experiments (coherence_evolution, learning_order, easy_hard,
-stability_bound, noisy_median, real_vs_random) differ only in what they
-sweep and measure.
+`setup(config, validate, workdir)` validates every field, saves config.json,
+opens the data (`config.data`), builds the model (`config.model`, through
+the models registry) and the mesh. `load_noise` draws the run's noise
+(`config.noise.kind`: label kinds drawn for the whole set and kept in
+corruption.npz; pixel kinds and streamed data by a per-index rule, recorded
+in corruption.json). `fit` trains one run with the aggregator's trainer on
+`loop.fit`, the one resumable loop; the experiment's `measure(state, step)`
+says what a row holds, helped by `coherence_row`, `accuracy_row` and the
+evaluators of `open_run`. With the batch-mean aggregator each measured step
+also reports its own training batch ('batch_*' keys, one backward pass).
 
-Data (`config.data.name`, experiments/common/data.py) comes in two kinds
-(experiments/common/examples.py), chosen by the dataset:
-- in memory (mnist5k, mnist, fashion_mnist, cifar10, cifar100): the split's
-  arrays are held; the noisy labels are drawn for the whole training set at
-  once by the papers' rules (`noisy_labels`) and saved in corruption.npz.
-- streamed (imagenet2012; any tfds dataset with config.data.stream=True):
-  nothing is held but the examples in flight. Training batches, the
-  measurement samples and the evaluation sets are read by index, each
-  process its slice; the noise is the per-index rule of the same kind
-  (`INDEX_RULES`: exactly round(p·N) examples picked, a pure function of
-  (seed, index)), recorded in corruption.json.
-Either way a step's batch is a pure function of (seed, step) and the fixed
-samples of (seed, sizes), so a resumed run repeats an uninterrupted one.
-
-Config fields read here (see any experiment's configs/default.py):
-  seed, data.{name, split_seed, data_dir, image_size, normalize, stream,
-  num_threads}, model.{name, widths, ...}, noise.{kind, seed} (p per run),
-  train.{aggregator, learning_rate, momentum, batch_size, epochs,
-  checkpoint_every_epochs}, mesh.data, and of the config.measure block
-  (experiments/common/measure.py; each experiment checks it with
-  `measure.check`) eval_size (training examples whose accuracy is tracked;
-  None: all), test_eval_size (test examples; None: all), chunk_size
-  (examples per streamed evaluation / coherence chunk) and method.
+Data is held in memory (mnist5k ... cifar100) or streamed (imagenet2012, or
+config.data.stream=True: read by index, each process its slice; see
+experiments/common/examples.py). Either way a step's batch is a pure
+function of (seed, step) and the fixed samples of (seed, sizes), so a
+resumed run repeats an uninterrupted one.
 
 Example:
-  >>> s = setup(config)
+  >>> s = setup(config, validate, workdir)
   >>> train = load_noise(run_dir, s, kind='uniform', p=0.5, seed=1)
   >>> rows = fit(run_dir, s, train, measure=..., measure_steps={0, 40})
 """

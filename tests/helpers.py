@@ -6,11 +6,14 @@ compiles were most of the default tier's time.
 """
 
 import functools
+import glob
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+import pytest
 
 import coherence_jax as cj
 
@@ -45,3 +48,17 @@ def loop_grads(loss_fn, params, batch):
   grads = [grad_one(params, jax.tree.map(lambda x: x[i:i + 1], host))
            for i in range(size)]
   return jax.tree.map(lambda *g: jnp.asarray(np.stack(g)), *grads)
+
+
+def experiment_config_modules():
+  """A pytest.param per experiments/*/configs/*.py module (its import name),
+  with id '<experiment>/<config>'."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for path in sorted(glob.glob(os.path.join(root, 'experiments', '*',
+                                            'configs', '*.py'))):
+    name = os.path.basename(path)[:-3]
+    if name == '__init__':
+      continue
+    experiment = path.split(os.sep)[-3]
+    yield pytest.param(f'experiments.{experiment}.configs.{name}',
+                       id=f'{experiment}/{name}')

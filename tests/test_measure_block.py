@@ -8,32 +8,18 @@ experiments measured at before the block (literal lists, the old
 `measurement_steps` / `every_steps` of experiments/common/schedule.py).
 """
 
-import glob
 import importlib
-import os
 
 import ml_collections
 import pytest
 
 from experiments.common import measure
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _config_modules():
-  for path in sorted(glob.glob(os.path.join(ROOT, 'experiments', '*',
-                                            'configs', '*.py'))):
-    name = os.path.basename(path)[:-3]
-    if name == '__init__':
-      continue
-    experiment = path.split(os.sep)[-3]
-    yield pytest.param(f'experiments.{experiment}.configs.{name}',
-                       id=f'{experiment}/{name}')
+from tests import helpers
 
 
 # Every experiment, noisy_labels and grokking included (converted to the
 # block together with the others; this test pins all of them).
-@pytest.mark.parametrize('module', list(_config_modules()))
+@pytest.mark.parametrize('module', list(helpers.experiment_config_modules()))
 def test_every_config_has_exactly_the_block(module):
   config = importlib.import_module(module).get_config()
   assert 'measure' in config, module

@@ -14,7 +14,6 @@ from experiments.common import checkpoints
 from experiments.common import files
 from experiments.common import loop
 from experiments.common import run_config
-from experiments.common import supervised
 
 
 class Crash(Exception):
@@ -68,7 +67,7 @@ def test_rows_lost_before_the_checkpoint_mark_the_run_incomplete(
   assert [r['step'] for r in rows] == sorted({0, 5, 10, 15, 20} - lost)
   assert loop.completeness(str(tmp_path)) == {
       'complete': False, 'missing_steps': sorted(lost)}
-  summary = supervised.write_summary(str(tmp_path), {'peak': 1.0})
+  summary = loop.write_summary(str(tmp_path), {'peak': 1.0})
   assert summary['complete'] is False
   assert files.read_json(str(tmp_path / 'summary.json'))['missing_steps'] == (
       sorted(lost))
@@ -79,7 +78,7 @@ def test_a_whole_run_is_complete(tmp_path):
     _toy_run(tmp_path, crash_at=14)
   _toy_run(tmp_path)
   assert loop.completeness(str(tmp_path)) == {}
-  assert 'complete' not in supervised.write_summary(str(tmp_path), {'a': 1})
+  assert 'complete' not in loop.write_summary(str(tmp_path), {'a': 1})
 
 
 def test_repeated_rows_stop_a_resume(tmp_path):

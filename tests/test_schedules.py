@@ -8,16 +8,14 @@ length and at edge lengths, both as lists and step by step through
 `should_measure`.
 """
 
-import glob
 import importlib
-import os
 
 import pytest
 
 from coherence_jax import schedules
 from experiments.common import measure
+from tests import helpers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Training-set sizes (train split) of the configs' datasets: only the run
 # length of each config depends on them.
 TRAIN_SIZES = {'mnist5k': 4_000, 'mnist': 60_000, 'fashion_mnist': 60_000,
@@ -43,17 +41,6 @@ def old_every(total, every):
   # range(0, total, every) plus the last step (supervised.fit adds it;
   # noisy_labels spells it `set(range(0, total, every)) | {total}`).
   return sorted(set(range(0, total, every)) | {total})
-
-
-def _configs():
-  for path in sorted(glob.glob(os.path.join(ROOT, 'experiments', '*',
-                                            'configs', '*.py'))):
-    name = os.path.basename(path)[:-3]
-    if name == '__init__':
-      continue
-    experiment = path.split(os.sep)[-3]
-    yield pytest.param(f'experiments.{experiment}.configs.{name}',
-                       id=f'{experiment}/{name}')
 
 
 def _nominal_total(config, experiment):
@@ -83,7 +70,7 @@ def _schedules(config, total):
   return out
 
 
-@pytest.mark.parametrize('module', list(_configs()))
+@pytest.mark.parametrize('module', list(helpers.experiment_config_modules()))
 def test_schedule_equals_old_on_config(module):
   config = importlib.import_module(module).get_config()
   experiment = module.split('.')[1]

@@ -27,9 +27,9 @@ import ml_collections
 from experiments.coherence_evolution import report
 from experiments.common import distributed
 from experiments.common import files
+from experiments.common import loop
 from experiments.common import measure as measure_lib
 from experiments.common import supervised
-from experiments.common import validation
 
 
 def validate(config: ml_collections.ConfigDict, train_size: int) -> None:
@@ -38,10 +38,7 @@ def validate(config: ml_collections.ConfigDict, train_size: int) -> None:
   measure_lib.check(config, uses=('dense_until', 'sample_size',
                                   'microbatch_size', 'eval_size',
                                   'test_eval_size', 'chunk_size'),
-                    train_size=train_size)
-  validation.check(config.measure.dense_until is not None,
-                   'measure.dense_until', None, 'pass dense_until and growth, '
-                   "not every_steps: the summary's 'early' is the dense part")
+                    train_size=train_size, dense_part=True)
 
 
 def measure_fn(s: supervised.Setup, run: supervised.Run
@@ -84,7 +81,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   summary = {}
   for p in config.noise.levels:
     run_dir = os.path.join(workdir, supervised.noise_dir(p))
-    done = supervised.finished_summary(run_dir)
+    done = loop.finished_summary(run_dir)
     if done is None:
       train = supervised.load_noise(run_dir, s, config.noise.kind, p,
                                     config.noise.seed)
@@ -95,7 +92,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           on_step=on_step, name=f'noise {p:.2f}')
       done = report.summarize(rows, config.measure.dense_until)
       done['corrupt_fraction'] = float(run.corrupt.mean())
-      done = supervised.write_summary(run_dir, done)
+      done = loop.write_summary(run_dir, done)
     summary[supervised.noise_dir(p)] = done
   if distributed.is_writer():
     files.write_json(os.path.join(workdir, 'summary.json'), summary)

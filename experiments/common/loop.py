@@ -36,6 +36,7 @@ import jax
 import numpy as np
 
 from experiments.common import checkpoints
+from experiments.common import distributed
 from experiments.common import files
 from experiments.common import metric_writers
 from experiments.common import progress as progress_lib
@@ -234,13 +235,12 @@ def finished_summary(run_dir: str) -> Optional[Dict[str, Any]]:
   return files.read_json(path) if os.path.exists(path) else None
 
 
-def write_summary(run_dir: str, summary: Dict[str, Any],
-                  writer: bool = True) -> Dict[str, Any]:
-  """Writes run_dir/summary.json (if `writer`; it marks the run finished),
-  with `completeness(run_dir)` ({'complete': False, ...} if rows were lost).
+def write_summary(run_dir: str, summary: Dict[str, Any]) -> Dict[str, Any]:
+  """Writes run_dir/summary.json (process 0; it marks the run finished), with
+  `completeness(run_dir)` ({'complete': False, ...} if rows were lost).
   Returns what it wrote."""
   summary = {**summary, **completeness(run_dir)}
-  if writer:
+  if distributed.is_writer():
     files.write_json(os.path.join(run_dir, SUMMARY), summary)
   return summary
 
@@ -274,10 +274,10 @@ def _check_finite(unchecked: List[Tuple[int, jax.Array]],
 def fit(run_dir: str, *, trainer: Any, params: Any,
         read: Callable[[int], Tuple[Any, bool]], total_steps: int,
         measure: Callable[[State, int], Row], measure_steps: Set[int],
-        checkpoint_every: int, writer: bool = True, **kwargs: Any
-        ) -> List[Row]:
+        checkpoint_every: int, **kwargs: Any) -> List[Row]:
   """Trains `params` with `trainer` on the batches of `read`: every
-  experiment's loop (`run` with the trainer's step, resumable).
+  experiment's loop (`run` with the trainer's step, resumable; process 0
+  writes the files).
 
   Args:
     run_dir: as `run`.
@@ -286,7 +286,7 @@ def fit(run_dir: str, *, trainer: Any, params: Any,
     read: `read(step) -> (batch, process_local)`, the step's training batch
       (`examples.batch_reader`).
     total_steps: the number of training steps (always measured at the end).
-    measure, measure_steps, checkpoint_every, writer: as `run`.
+    measure, measure_steps, checkpoint_every: as `run`.
     **kwargs: `run`'s other options (on_step, log, name, metadata, records,
       update_records).
 
@@ -306,7 +306,7 @@ def fit(run_dir: str, *, trainer: Any, params: Any,
              measure_steps={int(m) for m in measure_steps
                             if m <= total_steps} | {total_steps},
              checkpoint_every=checkpoint_every, place=trainer.place,
-             writer=writer,
+             writer=distributed.is_writer(),
              measured_train_step=train_step_lib.loop_measured_step(trainer,
                                                                    read),
              **kwargs)

@@ -33,10 +33,11 @@ from typing import Any, Dict, List, Optional, Sequence
 import ml_collections
 
 from coherence_jax import _checks
+from coherence_jax import coherence
 from coherence_jax import schedules
 from experiments.common import validation
 
-METHODS = ('auto', 'ghost', 'vmap')
+METHODS = coherence.METHODS   # the library's: 'ghost', 'auto', 'vmap'
 # Every field of the block and its type (None: not set).
 FIELDS: Dict[str, type] = {
     'every_steps': int, 'dense_until': int, 'growth': float,
@@ -105,7 +106,8 @@ def _sample(config, field: str, upper: Optional[int], what: str,
 
 def check(config: ml_collections.ConfigDict, *, uses: Sequence[str],
           train_size: Optional[int] = None,
-          held_out_size: Optional[int] = None) -> None:
+          held_out_size: Optional[int] = None,
+          dense_part: bool = False) -> None:
   """ValueError naming the first bad field of config.measure.
 
   Args:
@@ -114,6 +116,8 @@ def check(config: ml_collections.ConfigDict, *, uses: Sequence[str],
       `SCHEDULE` stands for the whole schedule). Any other field that is
       set is refused.
     train_size, held_out_size: upper bounds of the sample sizes.
+    dense_part: the experiment's summary reads the dense part of a
+      log-spaced schedule ('early'), so dense_until must be set.
   """
   measure = config.get('measure')
   validation.check(measure is not None and set(FIELDS) <= set(measure),
@@ -133,6 +137,10 @@ def check(config: ml_collections.ConfigDict, *, uses: Sequence[str],
                      'measure.every_steps', every,
                      'pass every_steps=N, or dense_until and growth '
                      '(log-spaced), not both')
+    validation.check(not dense_part or dense is not None,
+                     'measure.dense_until', dense, 'pass dense_until and '
+                     "growth, not every_steps: the summary's 'early' is the "
+                     'dense part')
     if every is not None:
       validation.positive_int(config, 'measure.every_steps')
     else:

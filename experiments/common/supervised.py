@@ -41,7 +41,6 @@ from experiments.common import distributed
 from experiments.common import examples as examples_lib
 from experiments.common import files
 from experiments.common import loop
-from experiments.common import measure as measure_lib
 from experiments.common import nets
 from experiments.common import run_config
 from experiments.common import train_step as train_step_lib
@@ -56,7 +55,6 @@ NOISE_KINDS = LABEL_KINDS + PIXEL_KINDS
 # The per-index rule of each noise kind (streamed data; pixels always).
 INDEX_RULES = {'permute': 'permuted_labels', 'uniform': 'uniform_labels',
                **{kind: kind for kind in PIXEL_KINDS}}
-METHODS = measure_lib.METHODS
 FIXED_SAMPLES = 'fixed_samples.npz'
 Row = Dict[str, Any]
 Examples = examples_lib.Examples
@@ -481,7 +479,7 @@ def fit(run_dir: str, s: Setup, train: Examples, *,
       total_steps=total, measure=measure_with_lr, measure_steps=measure_steps,
       checkpoint_every=(checkpoint_every
                         or per_epoch * config.train.checkpoint_every_epochs),
-      writer=distributed.is_writer(), on_step=on_step, log=log,
+      on_step=on_step, log=log,
       records=records, update_records=update_records,
       name=name or os.path.basename(run_dir),
       metadata=run_config.metadata(config))
@@ -539,10 +537,3 @@ def test_row(run: Run, state: Any, step: int) -> Row:
   return {'test_accuracy': float(correct.mean()),
           'test_loss': float(loss.mean())}
 
-
-def write_summary(run_dir: str, summary: Dict[str, Any]) -> Dict[str, Any]:
-  """`loop.write_summary` by process 0 (marks the run finished)."""
-  return loop.write_summary(run_dir, summary, distributed.is_writer())
-
-
-finished_summary = loop.finished_summary

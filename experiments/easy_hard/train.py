@@ -26,6 +26,7 @@ import numpy as np
 from coherence_jax import schedules
 from experiments.common import distributed
 from experiments.common import files
+from experiments.common import loop
 from experiments.common import measure as measure_lib
 from experiments.common import records as records_lib
 from experiments.common import supervised
@@ -136,7 +137,7 @@ def train_kind(s: supervised.Setup, workdir: str, kind: str,
   """
   config = s.config
   run_dir = os.path.join(workdir, f'train_{kind}')
-  done = supervised.finished_summary(run_dir)
+  done = loop.finished_summary(run_dir)
   if done is not None:
     return done
   needed = None
@@ -171,7 +172,7 @@ def train_kind(s: supervised.Setup, workdir: str, kind: str,
       name=f'train {kind}',
       # Halves are small (a few steps per epoch): checkpoint by steps.
       checkpoint_every=config.measure.every_steps)
-  return supervised.write_summary(run_dir, report.summarize(rows))
+  return loop.write_summary(run_dir, report.summarize(rows))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,

@@ -248,9 +248,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       workdir, trainer=trainer, params=net.params, read=read,
       total_steps=total, measure=measure,
       measure_steps=measure_lib.steps(config.measure, total),
-      checkpoint_every=every, writer=writer, on_step=on_step, log=log,
+      checkpoint_every=every, on_step=on_step, log=log,
       metadata=run_config.metadata(config))
-  summary = loop.write_summary(workdir, report.summarize(rows), writer)
+  summary = loop.write_summary(workdir, report.summarize(rows))
   if writer:
     _write_report(config, workdir, rows, summary)
   return summary

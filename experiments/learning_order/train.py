@@ -25,6 +25,7 @@ import ml_collections
 
 from experiments.common import distributed
 from experiments.common import files
+from experiments.common import loop
 from experiments.common import measure as measure_lib
 from experiments.common import records as records_lib
 from experiments.common import supervised
@@ -88,7 +89,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   summary = {}
   for p in config.noise.levels:
     run_dir = os.path.join(workdir, supervised.noise_dir(p))
-    done = supervised.finished_summary(run_dir)
+    done = loop.finished_summary(run_dir)
     if done is None:
       train = supervised.load_noise(run_dir, s, config.noise.kind, p,
                                     config.noise.seed)
@@ -106,7 +107,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         # labels): streamed, it comes with the evaluation of every example.
         files.write_npz(os.path.join(run_dir, 'corruption.npz'),
                         corrupt=run.corrupt)
-      done = supervised.write_summary(run_dir, report.summarize(
+      done = loop.write_summary(run_dir, report.summarize(
           rows, records['learnt_step'], run.corrupt,
           config.analysis.memorization_rise, records['first_correct_step']))
     summary[supervised.noise_dir(p)] = done

@@ -30,6 +30,7 @@ from coherence_jax import sharding
 from experiments.common import aggregator_specs
 from experiments.common import distributed
 from experiments.common import files
+from experiments.common import loop
 from experiments.common import measure as measure_lib
 from experiments.common import plots
 from experiments.common import supervised
@@ -104,13 +105,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   summary, runs = {}, {}
   for spec in config.aggregators:
     run_dir = os.path.join(workdir, run_dir_name(spec))
-    done = supervised.finished_summary(run_dir)
+    done = loop.finished_summary(run_dir)
     if done is None:
       rows = supervised.fit(
           run_dir, s, train, spec=spec, measure=measure,
           measure_steps=measure_lib.steps(config.measure, total),
           on_step=on_step, log=_logger(spec), name=spec)
-      done = supervised.write_summary(run_dir, report.summarize(rows))
+      done = loop.write_summary(run_dir, report.summarize(rows))
     summary[spec] = done
     if distributed.is_writer():
       runs[spec] = files.read_rows(os.path.join(run_dir, 'metrics.jsonl'))

@@ -20,6 +20,7 @@ import ml_collections
 from experiments.common import aggregator_specs
 from experiments.common import distributed
 from experiments.common import files
+from experiments.common import loop
 from experiments.common import measure as measure_lib
 from experiments.common import supervised
 from experiments.noisy_median import report
@@ -46,7 +47,7 @@ def run_aggregator(s: supervised.Setup, workdir: str, spec: str,
                    ) -> Dict[str, Any]:
   """Trains with one aggregator in workdir/<spec> (resuming); its summary."""
   run_dir = os.path.join(workdir, run_dir_name(spec))
-  done = supervised.finished_summary(run_dir)
+  done = loop.finished_summary(run_dir)
   if done is not None:
     return done
   run = supervised.open_run(s, run_dir, train)
@@ -63,7 +64,7 @@ def run_aggregator(s: supervised.Setup, workdir: str, spec: str,
       run_dir, s, run.train, spec=spec, measure=measure,
       measure_steps=measure_lib.steps(s.config.measure, total),
       on_step=on_step, name=spec)
-  return supervised.write_summary(run_dir, report.summarize(rows))
+  return loop.write_summary(run_dir, report.summarize(rows))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,

@@ -56,10 +56,7 @@ def validate(config: ml_collections.ConfigDict, train_size: int) -> None:
   measure_lib.check(config, uses=('dense_until', 'sample_size',
                                   'microbatch_size', 'eval_size',
                                   'test_eval_size', 'chunk_size'),
-                    train_size=train_size)
-  validation.check(config.measure.dense_until is not None,
-                   'measure.dense_until', None, 'pass dense_until and growth, '
-                   "not every_steps: the summary's 'early' is the dense part")
+                    train_size=train_size, dense_part=True)
 
 
 def labels_for_mode(labels: np.ndarray, mode: str, seed: int,

@@ -26,6 +26,7 @@ import ml_collections
 
 from experiments.common import distributed
 from experiments.common import files
+from experiments.common import loop
 from experiments.common import measure as measure_lib
 from experiments.common import supervised
 from experiments.common import validation
@@ -98,7 +99,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   summary = {}
   for p in config.noise.levels:
     run_dir = os.path.join(workdir, supervised.noise_dir(p))
-    done = supervised.finished_summary(run_dir)
+    done = loop.finished_summary(run_dir)
     if done is None:
       train = supervised.load_noise(run_dir, s, config.noise.kind, p,
                                     config.noise.seed)
@@ -107,7 +108,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           run_dir, s, run.train, measure=measure_fn(s, run, p),
           measure_steps=measure_lib.steps(config.measure, total),
           on_step=on_step, name=f'noise {p:.2f}')
-      done = supervised.write_summary(
+      done = loop.write_summary(
           run_dir, report.summarize(rows, config.train.learning_rate))
     summary[supervised.noise_dir(p)] = done
   if distributed.is_writer():
